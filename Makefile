@@ -1,0 +1,47 @@
+# The project's front door. `make run` serves the API locally; `make test` runs every test tier.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install run test test-unit test-integration test-e2e cluster-up cluster-down cluster-status images deploy bench
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml hack/install-deps.sh
+	@hack/install-deps.sh
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@echo "==> installing Python packages into $(VENV)"
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+run: install  ## serve the API on $(HOST):$(PORT) with the local backend (prints the API key)
+	$(VENV)/bin/sandbox-api --host $(HOST) --port $(PORT)
+
+test: install  ## every tier: unit, integration (local sandbox), e2e (real cluster, brought up if needed)
+	$(PY) -m pytest -ra tests/unit tests/integration tests/e2e
+
+test-unit: install
+	$(PY) -m pytest -ra tests/unit
+
+test-integration: install
+	$(PY) -m pytest -ra tests/integration
+
+test-e2e: install
+	$(PY) -m pytest -ra tests/e2e
+
+cluster-up:  ## build (cached) and start the single-node cluster; writes the kubeconfig
+	hack/cluster.sh up
+
+cluster-down:
+	hack/cluster.sh down
+
+cluster-status:
+	hack/cluster.sh status
+
+images:  ## rebuild the runtime images and import them into the cluster's containerd
+	hack/images.sh build
+
+bench: install
+	$(PY) bench/run.py
