@@ -1,0 +1,221 @@
+"""The Kubernetes backend: each execution is a SandboxExecution resource that the operator runs.
+
+`submit` creates the resource in the configured namespace, with the tenant recorded as a hash in a
+label (never the key). Waiting costs no thread and no watch per request: ONE background task
+watches the namespace's SandboxExecutions and resolves the futures of whoever waits for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+
+from kubernetes.aio import client, watch
+
+from sandbox_api.backends.base import Backend, BackendError, Execution
+from sandbox_api.config import Settings
+from sandbox_api.models import ExecutionResult, LanguageInfo
+from sandbox_operator import contract
+from sandbox_operator.catalogue import Catalogue
+from sandbox_operator.kube import connect
+
+log = logging.getLogger(__name__)
+
+CREATED_BY_LABEL = "app.kubernetes.io/created-by"
+CREATED_BY = "sandbox-api"
+# The watch is renewed this often even when quiet: idle watches can die silently.
+WATCH_SECONDS = 240
+RETRY_DELAY_SECONDS = 1.0
+
+
+def resource_for(execution: Execution, *, retention_seconds: int) -> dict:
+    """The SandboxExecution for a validated request; its name is the execution id."""
+    spec = {
+        "language": execution.language,
+        "code": execution.code,
+        "files": [{"name": f.path, "content": f.content, "encoding": f.encoding} for f in execution.files],
+        "timeoutSeconds": execution.timeout_seconds,
+        "maxMemoryMb": execution.max_memory_mb,
+        "ttlSecondsAfterFinished": retention_seconds,
+    }
+    if execution.stdin is not None:
+        spec["stdin"] = execution.stdin
+    return {
+        "apiVersion": contract.API_VERSION,
+        "kind": contract.KIND,
+        "metadata": {
+            "name": execution.id,
+            "labels": {
+                contract.LABEL_TENANT: contract.tenant_label_value(execution.tenant),
+                CREATED_BY_LABEL: CREATED_BY,
+            },
+        },
+        "spec": spec,
+    }
+
+
+def result_from_resource(resource: dict) -> ExecutionResult:
+    """The API's result model from a SandboxExecution's status (pending until the operator acts)."""
+    status = resource.get("status") or {}
+    output_files = {}
+    for item in status.get("outputFiles") or []:
+        encoding = item.get("encoding", "utf-8")
+        output_files[item["name"]] = (
+            item["content"] if encoding == "utf-8" else {"content": item["content"], "encoding": encoding}
+        )
+    return ExecutionResult(
+        execution_id=resource["metadata"]["name"],
+        language=(resource.get("spec") or {}).get("language", ""),
+        status=status.get("phase") or contract.PHASE_PENDING,
+        reason=status.get("reason") or None,
+        stdout=status.get("stdout", ""),
+        stderr=status.get("stderr", ""),
+        exit_code=status.get("exitCode"),
+        signal=status.get("signal"),
+        oom_killed=bool(status.get("oomKilled")),
+        duration_ms=status.get("durationMs"),
+        memory_used_mb=status.get("memoryUsedMb"),
+        output_files=output_files,
+        stdout_truncated=bool(status.get("stdoutTruncated")),
+        stderr_truncated=bool(status.get("stderrTruncated")),
+        output_files_truncated=bool(status.get("outputFilesTruncated")),
+    )
+
+
+def _is_finished(resource: dict) -> bool:
+    return (resource.get("status") or {}).get("phase") in contract.TERMINAL_PHASES
+
+
+class KubernetesBackend(Backend):
+    name = "kubernetes"
+
+    def __init__(self, *, catalogue: Catalogue, namespace: str, retention_seconds: int):
+        self.catalogue = catalogue
+        self.namespace = namespace
+        self.retention_seconds = retention_seconds
+        self._api: client.ApiClient | None = None
+        self._objects: client.CustomObjectsApi | None = None
+        self._watcher: asyncio.Task | None = None
+        self._waiters: dict[str, set[asyncio.Future]] = defaultdict(set)
+
+    async def start(self) -> None:
+        self._api = await connect()
+        self._objects = client.CustomObjectsApi(self._api)
+        self._watcher = asyncio.create_task(self._watch_forever(), name="sandboxexecution-watch")
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+        if self._api is not None:
+            await self._api.close()
+
+    async def submit(self, execution: Execution) -> None:
+        body = resource_for(execution, retention_seconds=self.retention_seconds)
+        try:
+            await self._objects.create_namespaced_custom_object(
+                contract.GROUP, contract.VERSION, self.namespace, contract.PLURAL, body
+            )
+        except client.ApiException as error:
+            raise BackendError(f"the cluster refused the execution ({error.status} {error.reason})") from None
+        except OSError as error:
+            raise BackendError(f"the cluster is unreachable: {error}") from None
+
+    async def _read(self, execution_id: str, tenant: str) -> dict | None:
+        """The resource when it exists and belongs to `tenant`; None otherwise."""
+        try:
+            resource = await self._objects.get_namespaced_custom_object(
+                contract.GROUP, contract.VERSION, self.namespace, contract.PLURAL, execution_id
+            )
+        except client.ApiException as error:
+            if error.status == 404:
+                return None
+            raise BackendError(f"the cluster could not be read ({error.status} {error.reason})") from None
+        labels = resource.get("metadata", {}).get("labels") or {}
+        if labels.get(contract.LABEL_TENANT) != contract.tenant_label_value(tenant):
+            return None
+        return resource
+
+    async def get(self, execution_id: str, tenant: str) -> ExecutionResult | None:
+        resource = await self._read(execution_id, tenant)
+        return result_from_resource(resource) if resource is not None else None
+
+    async def wait(self, execution_id: str, tenant: str, timeout_s: float) -> ExecutionResult | None:
+        # Register before reading, so a result that lands in between is not missed.
+        future = asyncio.get_running_loop().create_future()
+        self._waiters[execution_id].add(future)
+        try:
+            resource = await self._read(execution_id, tenant)
+            if resource is None or _is_finished(resource):
+                return result_from_resource(resource) if resource is not None else None
+            try:
+                resource = await asyncio.wait_for(future, timeout_s)
+            except asyncio.TimeoutError:
+                resource = await self._read(execution_id, tenant)
+            return result_from_resource(resource) if resource is not None else None
+        finally:
+            waiters = self._waiters.get(execution_id)
+            if waiters is not None:
+                waiters.discard(future)
+                if not waiters:
+                    del self._waiters[execution_id]
+
+    def _deliver(self, resource: dict) -> None:
+        if not _is_finished(resource):
+            return
+        for future in self._waiters.get(resource["metadata"]["name"], ()):
+            if not future.done():
+                future.set_result(resource)
+
+    async def _watch_forever(self) -> None:
+        """List, then watch from that list's resourceVersion; start over on any error or expiry."""
+        selector = f"{CREATED_BY_LABEL}={CREATED_BY}"
+        while True:
+            try:
+                listing = await self._objects.list_namespaced_custom_object(
+                    contract.GROUP, contract.VERSION, self.namespace, contract.PLURAL, label_selector=selector
+                )
+                for resource in listing.get("items", []):
+                    self._deliver(resource)
+                stream = watch.Watch()
+                async with stream:
+                    async for event in stream.stream(
+                        self._objects.list_namespaced_custom_object,
+                        contract.GROUP, contract.VERSION, self.namespace, contract.PLURAL,
+                        label_selector=selector, timeout_seconds=WATCH_SECONDS,
+                        resource_version=listing["metadata"]["resourceVersion"],
+                    ):
+                        if event["type"] in ("ADDED", "MODIFIED"):
+                            self._deliver(event["object"])
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # any failure: wait a moment and list again, never give up
+                log.warning("watching SandboxExecutions failed (%s); retrying", error)
+                await asyncio.sleep(RETRY_DELAY_SECONDS)
+
+    async def ready(self) -> tuple[bool, str]:
+        try:
+            await self._objects.list_namespaced_custom_object(
+                contract.GROUP, contract.VERSION, self.namespace, contract.PLURAL, limit=1
+            )
+        except client.ApiException as error:
+            return False, f"cannot list SandboxExecutions in namespace {self.namespace!r}: {error.status} {error.reason}"
+        except OSError as error:
+            return False, f"the cluster is unreachable: {error}"
+        return True, f"kubernetes backend, namespace {self.namespace!r}"
+
+    def languages(self) -> list[LanguageInfo]:
+        return [
+            LanguageInfo(name=language.name, aliases=list(language.aliases), version=language.version)
+            for language in (self.catalogue.languages[name] for name in self.catalogue.names())
+        ]
+
+
+def create_backend(settings: Settings, catalogue: Catalogue) -> KubernetesBackend:
+    """The backend registry's factory (sandbox_api.backends)."""
+    return KubernetesBackend(
+        catalogue=catalogue,
+        namespace=settings.kubernetes_namespace,
+        retention_seconds=settings.result_retention_seconds,
+    )

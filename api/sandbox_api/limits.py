@@ -1,0 +1,78 @@
+"""Per-key request rate (token bucket), per-key and global caps on unfinished executions."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+
+class LimitExceeded(Exception):
+    """Over a limit: answered 429 with Retry-After."""
+
+    def __init__(self, message: str, retry_after_s: int):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+@dataclass
+class TokenBucket:
+    rate_per_s: float
+    burst: int
+    tokens: float
+    updated: float
+
+    def take(self, now: float) -> float:
+        """0 when a token was taken, else the seconds until one is available."""
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate_per_s)
+        self.updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate_per_s
+
+
+class RateLimiter:
+    """One token bucket per tenant; the table is bounded by the configured tenants."""
+
+    def __init__(self, *, per_minute: int, burst: int):
+        self.rate_per_s = per_minute / 60
+        self.burst = max(burst, 1)
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def check(self, tenant: str) -> None:
+        now = time.monotonic()
+        bucket = self._buckets.setdefault(
+            tenant, TokenBucket(rate_per_s=self.rate_per_s, burst=self.burst, tokens=self.burst, updated=now)
+        )
+        wait_s = bucket.take(now)
+        if wait_s:
+            raise LimitExceeded("rate limit exceeded for this API key; retry later", math.ceil(wait_s))
+
+
+class Admission:
+    """Counts unfinished executions per tenant and in all; refuses beyond the caps."""
+
+    def __init__(self, *, per_tenant: int, total: int):
+        self.per_tenant = per_tenant
+        self.total = total
+        self._by_tenant: dict[str, int] = {}
+        self.in_flight = 0
+
+    def admit(self, tenant: str) -> None:
+        if self._by_tenant.get(tenant, 0) >= self.per_tenant:
+            raise LimitExceeded(
+                f"this API key already has {self.per_tenant} executions unfinished; retry when one ends", 1
+            )
+        if self.in_flight >= self.total:
+            raise LimitExceeded("the server is at capacity; retry shortly", 1)
+        self._by_tenant[tenant] = self._by_tenant.get(tenant, 0) + 1
+        self.in_flight += 1
+
+    def release(self, tenant: str) -> None:
+        self.in_flight -= 1
+        remaining = self._by_tenant[tenant] - 1
+        if remaining:
+            self._by_tenant[tenant] = remaining
+        else:
+            del self._by_tenant[tenant]

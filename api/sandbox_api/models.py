@@ -1,0 +1,117 @@
+"""Request and response models of the HTTP API (pydantic v2); unknown fields are refused."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ExecutionStatus = Literal["pending", "running", "completed", "error_runtime", "timeout", "error_setup"]
+TERMINAL_STATUSES = frozenset({"completed", "error_runtime", "timeout", "error_setup"})
+EXECUTION_ID_PATTERN = r"^exec-[0-9a-f]{20}$"
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EncodedFile(StrictModel):
+    """A file's content with its encoding; binary files travel as base64."""
+
+    # strict: JSON types exactly as the schema says (no "5" for 5, no true for 1).
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    content: str = Field(description="The file's content, as text or base64 per `encoding`.")
+    encoding: Literal["utf-8", "base64"] = Field("utf-8", description="How `content` is encoded.")
+
+
+FileValue = str | EncodedFile
+
+
+class ExecuteRequest(StrictModel):
+    """Code to run, with its stdin, input files and limits."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "language": "python",
+                    "code": "print(input())",
+                    "input_data": "Hello Sandbox!",
+                    "files": {"data.txt": "This is some data for the script."},
+                }
+            ]
+        },
+    )
+
+    language: str = Field(min_length=1, max_length=64, description="A language name or alias, e.g. `python`.")
+    code: str = Field(description="The program; written to the language's main file.")
+    input_data: str | None = Field(None, description="Text fed to the program's standard input.")
+    files: dict[str, FileValue] | None = Field(
+        None,
+        description="Relative path -> text, or `{content, encoding: base64}` for binary. No `..`, not absolute.",
+    )
+    timeout_seconds: int | None = Field(None, description="Wall-clock limit in seconds; server default when absent.")
+    max_memory_mb: int | None = Field(None, description="Memory limit in MB; server default when absent.")
+    wait: bool = Field(True, description="Wait for the result (200); false returns 202 with the id at once.")
+
+
+class ExecutionResult(StrictModel):
+    """The state or outcome of one execution."""
+
+    execution_id: str = Field(pattern=EXECUTION_ID_PATTERN, examples=["exec-3f2a9c0b1d2e3f405162"])
+    language: str
+    status: ExecutionStatus
+    reason: str | None = Field(None, description="Why the execution did not complete, in words.")
+    stdout: str = ""
+    stderr: str = ""
+    exit_code: int | None = Field(None, description="Exit status, or 128+N when killed by signal N.")
+    signal: str | None = None
+    oom_killed: bool = False
+    duration_ms: int | None = None
+    memory_used_mb: int | None = None
+    output_files: dict[str, FileValue] = Field(default_factory=dict)
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    output_files_truncated: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @classmethod
+    def from_runner_result(cls, *, execution_id: str, language: str, document: dict[str, Any]) -> ExecutionResult:
+        """The API's result from the runner's result document (docs/runner-protocol.md)."""
+        fields = {name: document[name] for name in cls.model_fields if name in document}
+        return cls(**fields, execution_id=execution_id, language=language)
+
+
+class ExecutionAccepted(StrictModel):
+    """An execution accepted without waiting; poll GET /api/sandbox/executions/{id}."""
+
+    execution_id: str = Field(pattern=EXECUTION_ID_PATTERN)
+    status: ExecutionStatus
+
+
+class LanguageInfo(StrictModel):
+    name: str
+    aliases: list[str]
+    version: str = Field(description="The version of the interpreter that actually runs the code.")
+
+
+class LanguageList(StrictModel):
+    languages: list[LanguageInfo]
+
+
+class ErrorResponse(StrictModel):
+    """Every error has this shape."""
+
+    error: str = Field(examples=["Unsupported language: 'cobol'"])
+
+
+class HealthStatus(StrictModel):
+    status: Literal["ok", "unavailable"]
+    backend: str | None = None
+    detail: str | None = None

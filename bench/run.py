@@ -1,0 +1,168 @@
+"""Benchmark of the local backend: execute latency vs a bare interpreter start, and throughput.
+
+Starts its own API server (local backend), then prints markdown tables:
+  1. p50/p95 of POST /api/sandbox/execute for hello-world per language, next to p50/p95 of a bare
+     start of the same interpreter the sandbox runs, and the ratio of the p50s;
+  2. where the python time goes: bubblewrap alone, bubblewrap + runner around `true`, the same
+     around the hello-world program (no HTTP, no cgroup);
+  3. executions per second at concurrency 1, 4 and 16, with the failure count.
+Usage: bench/run.py [--samples N] [--requests-per-worker N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import json
+from importlib import resources
+
+import httpx
+
+from sandbox_api.auth import digest, generate_key
+from sandbox_api.backends.bubblewrap import bwrap_argv, prepare_host
+from sandbox_operator.catalogue import load_catalogue
+from sandbox_operator.runner_spec import build_runner_spec, sandbox_environment
+
+HELLO = {
+    "python": ("print('hello')", "main.py", ["/usr/bin/python3"]),
+    "javascript": ("console.log('hello')", "main.js", ["/usr/bin/node"]),
+    "bash": ("echo hello", "main.sh", ["/usr/bin/bash"]),
+}
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def bare_start_ms(language: str, samples: int) -> list[float]:
+    """Wall time of starting the interpreter on the hello-world file, as the sandbox does.
+
+    With the sandbox's clean environment: the host's (NODE_EXTRA_CA_CERTS, for one) can slow a start.
+    """
+    code, main_file, argv = HELLO[language]
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory, main_file)
+        path.write_text(code)
+        timings = []
+        for _ in range(samples):
+            started = time.perf_counter()
+            subprocess.run([*argv, str(path)], check=True, stdout=subprocess.DEVNULL, env=sandbox_environment(directory))
+            timings.append((time.perf_counter() - started) * 1000)
+    return timings
+
+
+def timed_ms(argv: list[str], samples: int, stdin: bytes = b"") -> list[float]:
+    timings = []
+    for _ in range(samples):
+        started = time.perf_counter()
+        subprocess.run(argv, input=stdin, check=True, stdout=subprocess.DEVNULL)
+        timings.append((time.perf_counter() - started) * 1000)
+    return timings
+
+
+def sandbox_breakdown(samples: int) -> list[tuple[str, list[float]]]:
+    """The sandbox's layers, timed without HTTP: what each adds to a python hello-world."""
+    host = prepare_host(Path(str(resources.files("sandbox_runner").joinpath("runner.py"))))
+    argv = bwrap_argv(host, workdir="/sandbox/work")
+    bare_bwrap = argv[: argv.index("--")] + ["--", "true"]
+    python = load_catalogue().find("python")
+    spec = build_runner_spec(language=python, code="print('hello')", stdin=None, files=[], timeout_seconds=10,
+                             max_memory_mb=256)
+    spec_true = {**spec, "command": ["true"]}
+    return [
+        ("bubblewrap running `true`", timed_ms(bare_bwrap, samples)),
+        ("bubblewrap + runner running `true`", timed_ms(argv, samples, json.dumps(spec_true).encode())),
+        ("bubblewrap + runner running hello.py", timed_ms(argv, samples, json.dumps(spec).encode())),
+    ]
+
+
+def start_server(keys_file: Path) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "SANDBOX_BACKEND": "local", "SANDBOX_API_KEYS_FILE": str(keys_file),
+           "SANDBOX_RATE_PER_MINUTE": "1000000", "SANDBOX_RATE_BURST": "100000",
+           "SANDBOX_MAX_CONCURRENT_PER_KEY": "64", "SANDBOX_MAX_IN_FLIGHT": "128", "SANDBOX_LOG_LEVEL": "warning"}
+    server = subprocess.Popen([sys.executable, "-m", "sandbox_api", "--port", str(port)], env=env)
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
+                return server, base_url
+        except httpx.TransportError:
+            time.sleep(0.1)
+    server.kill()
+    raise SystemExit("the API server did not get ready within 60 s")
+
+
+def execute(client: httpx.Client, language: str) -> tuple[float, bool]:
+    started = time.perf_counter()
+    response = client.post("/api/sandbox/execute", json={"language": language, "code": HELLO[language][0]})
+    elapsed = (time.perf_counter() - started) * 1000
+    ok = response.status_code == 200 and response.json()["stdout"] == "hello\n"
+    return elapsed, ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=40)
+    parser.add_argument("--requests-per-worker", type=int, default=10)
+    args = parser.parse_args()
+    key = generate_key()
+    with tempfile.TemporaryDirectory() as directory:
+        keys_file = Path(directory, "keys")
+        keys_file.write_text(f"bench:{digest(key)}\n")
+        server, base_url = start_server(keys_file)
+        try:
+            with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=120,
+                              limits=httpx.Limits(max_connections=32)) as client:
+                for language in HELLO:  # warm the page cache and the server
+                    execute(client, language)
+                print(f"## Latency of hello-world ({args.samples} samples each, sequential)\n")
+                print("| language | API p50 ms | API p95 ms | bare start p50 ms | bare start p95 ms | ratio of p50s | failures |")
+                print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+                for language in HELLO:
+                    results = [execute(client, language) for _ in range(args.samples)]
+                    api_ms = [elapsed for elapsed, _ in results]
+                    bare_ms = bare_start_ms(language, args.samples)
+                    failures = sum(not ok for _, ok in results)
+                    print(f"| {language} | {percentile(api_ms, .5):.1f} | {percentile(api_ms, .95):.1f} | "
+                          f"{percentile(bare_ms, .5):.1f} | {percentile(bare_ms, .95):.1f} | "
+                          f"{percentile(api_ms, .5) / percentile(bare_ms, .5):.2f} | {failures} |")
+                print("\n## Where the python time goes (no HTTP, no cgroup)\n")
+                print("| layer | p50 ms | p95 ms |")
+                print("| --- | ---: | ---: |")
+                for label, timings in sandbox_breakdown(args.samples):
+                    print(f"| {label} | {percentile(timings, .5):.1f} | {percentile(timings, .95):.1f} |")
+                print(f"\n## Throughput, python hello-world ({args.requests_per_worker} requests per worker)\n")
+                print("| concurrency | executions/s | p50 ms | p95 ms | failures |")
+                print("| ---: | ---: | ---: | ---: | ---: |")
+                for concurrency in (1, 4, 16):
+                    total = concurrency * args.requests_per_worker
+                    started = time.perf_counter()
+                    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+                        results = list(pool.map(lambda _: execute(client, "python"), range(total)))
+                    seconds = time.perf_counter() - started
+                    latencies = [elapsed for elapsed, _ in results]
+                    print(f"| {concurrency} | {total / seconds:.1f} | {statistics.median(latencies):.1f} | "
+                          f"{percentile(latencies, .95):.1f} | {sum(not ok for _, ok in results)} |")
+        finally:
+            server.terminate()
+            server.wait(timeout=20)
+    print(f"\nmachine: {os.cpu_count()} CPUs; load average at the end {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

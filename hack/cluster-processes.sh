@@ -1,0 +1,141 @@
+# Starting, checking and stopping the cluster's daemons, and the teardown that leaves the host as it
+# was (sourced by hack/cluster.sh; needs lib.sh and cluster-config.sh).
+# shellcheck shell=bash
+
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy)
+
+# start_component NAME host|netns CMD...: a daemon in its own session, logging to logs/NAME.log.
+start_component() {
+  local name=$1 where=$2 prefix=()
+  shift 2
+  [ "$where" = netns ] && prefix=(ip netns exec "$CONTROL_PLANE_NETNS")
+  echo "==== $(date -u +%FT%TZ) starting: $*" >>"$LOGS/$name.log"
+  # exec keeps the pid: subshell -> ip netns exec -> setsid -> the daemon are one process.
+  (exec "${prefix[@]}" setsid "$@") >>"$LOGS/$name.log" 2>&1 </dev/null &
+  echo $! >"$RUN_DIR/$name.pid"
+}
+
+# A pid file alone is not trusted: the process must exist and be the component's program.
+component_running() {
+  local pid
+  pid=$(cat "$RUN_DIR/$1.pid" 2>/dev/null) || return 1
+  [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$1"
+}
+
+all_components_running() {
+  local component
+  for component in "${COMPONENTS[@]}"; do component_running "$component" || return 1; done
+}
+
+any_component_running() {
+  local component
+  for component in "${COMPONENTS[@]}"; do component_running "$component" && return 0; done
+  return 1
+}
+
+stop_component() {
+  local name=$1 pid deadline
+  if component_running "$name"; then
+    pid=$(cat "$RUN_DIR/$name.pid")
+    kill -TERM "$pid" 2>/dev/null || true
+    deadline=$((SECONDS + 15))
+    while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt "$deadline" ]; do sleep 0.2; done
+    kill -KILL "$pid" 2>/dev/null || true
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+  fi
+  rm -f "$RUN_DIR/$name.pid"
+}
+
+# Kills every container of the cluster, then lets containerd unmount their root filesystems.
+stop_all_containers() {
+  local ctr=(ctr --address "$CONTAINERD_SOCKET" --namespace k8s.io) id deadline
+  component_running containerd || return 0
+  for id in $("${ctr[@]}" tasks ls -q 2>/dev/null); do
+    "${ctr[@]}" tasks kill --all --signal SIGKILL "$id" >/dev/null 2>&1 || true
+  done
+  deadline=$((SECONDS + 20))
+  while "${ctr[@]}" tasks ls 2>/dev/null | grep -q RUNNING && [ $SECONDS -lt "$deadline" ]; do sleep 0.5; done
+  for id in $("${ctr[@]}" tasks ls -q 2>/dev/null); do
+    "${ctr[@]}" tasks delete --force "$id" >/dev/null 2>&1 || true
+  done
+}
+
+# Shims of our containerd that outlived it (they are identified by our socket in their arguments).
+kill_leftover_shims() {
+  local pids
+  pids=$(pgrep -f -- "containerd-shim.* -address $CONTAINERD_SOCKET" || true)
+  [ -z "$pids" ] || kill -KILL $pids 2>/dev/null || true
+}
+
+unmount_state() {
+  local mountpoint
+  awk '{print $2}' /proc/self/mounts | grep -E "^($SANDBOX_CLUSTER_DIR|$RUN_DIR)(/|$)" | sort -r |
+    while read -r mountpoint; do umount "$mountpoint" 2>/dev/null || umount -l "$mountpoint"; done
+}
+
+# Pod network namespaces left by containerd: ours are the ones holding an address of the pod network.
+delete_pod_netns() {
+  local netns prefix=${POD_CIDR%.*.*}.
+  for netns in $(ip netns list | awk '/^cni-/ {print $1}'); do
+    if ip -n "$netns" -4 -o addr show 2>/dev/null | grep -q " inet $prefix"; then
+      ip netns delete "$netns" 2>/dev/null || true
+    fi
+  done
+}
+
+# kube-proxy, kubelet and the CNI bridge plugin name all their chains KUBE-* and CNI-*; dropping every
+# line that mentions them (chains, jumps, rules) leaves everyone else's rules as they were.
+delete_cluster_iptables_rules() {
+  local family
+  [ ! -x "$KUBERNETES_BIN/kube-proxy" ] || "$KUBERNETES_BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
+  for family in iptables ip6tables; do
+    command -v "$family-save" >/dev/null || continue
+    if "$family-save" | grep -qE 'KUBE-|CNI-'; then
+      "$family-save" | grep -vE 'KUBE-|CNI-' | "$family-restore"
+    fi
+  done
+  nft delete table inet kube-network-policies 2>/dev/null || true
+}
+
+delete_cgroups() {
+  local dir
+  for dir in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/unified/kubepods; do
+    [ -d "$dir" ] && find "$dir" -depth -type d -exec rmdir {} + 2>/dev/null || true
+  done
+}
+
+down() {
+  [ -d "$RUN_DIR" ] || mkdir -p "$RUN_DIR"
+  stop_component kubelet
+  stop_all_containers
+  stop_component containerd
+  kill_leftover_shims
+  local component
+  for component in kube-proxy kube-scheduler kube-controller-manager kube-apiserver etcd; do
+    stop_component "$component"
+  done
+  delete_pod_netns
+  unmount_state
+  ip netns delete "$CONTROL_PLANE_NETNS" 2>/dev/null || true
+  ip link delete "$CONTROL_PLANE_LINK" 2>/dev/null || true
+  ip link delete "$POD_BRIDGE" 2>/dev/null || true
+  delete_cluster_iptables_rules
+  delete_cgroups
+  # Every pod is gone, so are their addresses.
+  rm -rf "$SANDBOX_CLUSTER_DIR/cni/ipam" "$RUN_DIR"
+  report_leftovers
+}
+
+report_leftovers() {
+  local leftovers=()
+  local ours="^($KUBERNETES_BIN/kube-|$KUBERNETES_BIN/kubelet|$ETCD_BIN/)|containerd --config $CONF/|-address $CONTAINERD_SOCKET"
+  pgrep -f -- "$ours" >/dev/null && leftovers+=("processes: $(pgrep -d' ' -f -- "$ours")")
+  grep -qE " ($SANDBOX_CLUSTER_DIR|$RUN_DIR)" /proc/self/mounts && leftovers+=("mounts")
+  ip link show "$POD_BRIDGE" >/dev/null 2>&1 && leftovers+=("device $POD_BRIDGE")
+  iptables-save 2>/dev/null | grep -qE 'KUBE-|CNI-' && leftovers+=("iptables rules")
+  if [ ${#leftovers[@]} -gt 0 ]; then
+    log "warning: left behind: ${leftovers[*]}"
+    return 1
+  fi
+  log "    nothing left running: no process, mount, network device or iptables rule of the cluster"
+}

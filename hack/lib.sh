@@ -1,0 +1,57 @@
+# Shared by the hack/ scripts (sourced, never run): where things live, the pinned versions, logging
+# with per-phase timing, and idempotent Debian package installation.
+# shellcheck shell=bash
+
+HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+SANDBOX_CACHE=${SANDBOX_CACHE:-/var/cache/sandbox-dev}
+SANDBOX_CLUSTER_DIR=${SANDBOX_CLUSTER_DIR:-/var/lib/sandbox-cluster}
+export GOMODCACHE=$SANDBOX_CACHE/gomod GOCACHE=$SANDBOX_CACHE/gocache GOFLAGS=-modcacherw GOWORK=off
+
+# One source of truth for each version: the go.mod that pins it.
+pinned_version() { # MODULE_DIR MODULE_PATH
+  awk -v m="$2" '$1 == "require" && $2 == m { print $3 } $1 == m && $2 ~ /^v/ { print $2 }' \
+    "$HACK_DIR/build/$1/go.mod" | head -n1
+}
+KUBERNETES_VERSION=$(pinned_version kubernetes k8s.io/kubernetes)
+ETCD_VERSION=$(pinned_version etcd go.etcd.io/etcd/server/v3)
+HELM_VERSION=$(pinned_version helm helm.sh/helm/v3)
+NETPOL_VERSION=$(pinned_version netpol sigs.k8s.io/kube-network-policies)
+PAUSE_VERSION=3.10.1 # the pause.c shipped with Kubernetes 1.34 (build/pause/Makefile TAG)
+PAUSE_IMAGE=localhost/sandbox/pause:$PAUSE_VERSION
+NETPOL_IMAGE=localhost/sandbox/kube-network-policies:$NETPOL_VERSION
+
+KUBERNETES_BIN=$SANDBOX_CACHE/bin/kubernetes-$KUBERNETES_VERSION
+ETCD_BIN=$SANDBOX_CACHE/bin/etcd-$ETCD_VERSION
+HELM_BIN=$SANDBOX_CACHE/bin/helm-$HELM_VERSION
+NETPOL_BIN=$SANDBOX_CACHE/bin/kube-network-policies-$NETPOL_VERSION
+PAUSE_BIN=$SANDBOX_CACHE/bin/pause-$PAUSE_VERSION
+
+log() { printf '%s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# phase NAME CMD...: runs one step, printing what it does and how long it took.
+phase() {
+  local name=$1 start=$SECONDS
+  shift
+  log "==> $name"
+  "$@"
+  log "    $name: done in $((SECONDS - start))s"
+}
+
+# Installs the Debian packages that are missing; silent when all are present.
+ensure_debian_packages() {
+  local package missing=()
+  for package in "$@"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  [ "$(id -u)" -eq 0 ] || die "need root to install ${missing[*]}"
+  log "    installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+require_root() {
+  [ "$(id -u)" -eq 0 ] || die "the local cluster runs as root (containerd, kubelet, iptables): run this as root"
+}

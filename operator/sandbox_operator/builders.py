@@ -1,0 +1,162 @@
+"""Pure builders of the objects behind one execution: its ConfigMap, its Job, and the namespace's
+default-deny NetworkPolicy. Plain dicts in, plain dicts out; the handlers add owner references.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+
+from sandbox_operator import contract
+from sandbox_operator.catalogue import Language
+from sandbox_operator.config import OperatorConfig
+
+RUNNER_DIR = "/sandbox/runner"
+RUNNER_FILE = "runner.py"
+SPEC_FILE = "spec.json"
+WORK_DIR = "/sandbox/work"
+SANDBOX_UID = 65532
+CONTAINER_NAME = "sandbox"
+# Time for the Job controller, the kubelet and the runner around the program's own limit.
+DEADLINE_GRACE_SECONDS = 30
+
+
+def runner_source() -> str:
+    """The runner module's source, shipped in the ConfigMap so any image with python3 can run it."""
+    return resources.files("sandbox_runner").joinpath("runner.py").read_text()
+
+
+def child_labels(execution_name: str, language: Language) -> dict[str, str]:
+    """Labels on the ConfigMap, the Job and its pod: who manages them and which execution they serve."""
+    return {
+        contract.LABEL_MANAGED_BY: contract.MANAGED_BY,
+        contract.LABEL_EXECUTION: execution_name,
+        contract.LABEL_LANGUAGE: contract.label_value(language.name),
+    }
+
+
+def build_configmap_for(
+    execution_name: str, *, language: Language, runner_spec: dict, runner: str
+) -> dict:
+    """The ConfigMap mounted read-only into the pod: the runner and its spec (code, stdin, files)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": contract.child_name(execution_name),
+            "labels": child_labels(execution_name, language),
+        },
+        # Immutable: the kubelet need not watch it, and nobody can swap the code under a running pod.
+        "immutable": True,
+        "data": {RUNNER_FILE: runner, SPEC_FILE: json.dumps(runner_spec, ensure_ascii=False)},
+    }
+
+
+def build_job_for(
+    execution_name: str,
+    *,
+    language: Language,
+    timeout_seconds: int,
+    memory_mb: int,
+    config: OperatorConfig,
+) -> dict:
+    """The Job running one locked-down pod: the runner as entrypoint, no retries, hard limits."""
+    name = contract.child_name(execution_name)
+    labels = child_labels(execution_name, language)
+    memory_limit = f"{memory_mb + config.runner_memory_headroom_mb}Mi"
+    storage_limit = f"{config.work_dir_size_mb + config.tmp_size_mb + 16}Mi"
+    container = {
+        "name": CONTAINER_NAME,
+        "image": language.image,
+        "imagePullPolicy": config.image_pull_policy,
+        # -I: the runner ignores PYTHON* variables and user site-packages the image might carry.
+        "command": ["python3", "-I", f"{RUNNER_DIR}/{RUNNER_FILE}", f"{RUNNER_DIR}/{SPEC_FILE}"],
+        "workingDir": WORK_DIR,
+        "resources": {
+            # Requests equal limits for memory so the scheduler never overcommits a sandbox.
+            "requests": {"cpu": config.cpu_request, "memory": memory_limit, "ephemeral-storage": storage_limit},
+            "limits": {"cpu": config.cpu_limit, "memory": memory_limit, "ephemeral-storage": storage_limit},
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "runAsUser": SANDBOX_UID,
+            "runAsGroup": SANDBOX_UID,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [
+            {"name": "runner", "mountPath": RUNNER_DIR, "readOnly": True},
+            {"name": "work", "mountPath": WORK_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    pod_spec = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "hostNetwork": False,
+        "hostPID": False,
+        "hostIPC": False,
+        "shareProcessNamespace": False,
+        # No cluster DNS: the sandbox has no network, and a resolver that answers nothing fails fast.
+        "dnsPolicy": "None",
+        "dnsConfig": {"nameservers": ["127.0.0.1"]},
+        "terminationGracePeriodSeconds": 2,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": SANDBOX_UID,
+            "runAsGroup": SANDBOX_UID,
+            "fsGroup": SANDBOX_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": [
+            {
+                "name": "runner",
+                "configMap": {"name": name, "defaultMode": 0o444},
+            },
+            {"name": "work", "emptyDir": {"sizeLimit": f"{config.work_dir_size_mb}Mi"}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": f"{config.tmp_size_mb}Mi"}},
+        ],
+    }
+    if config.runtime_class_name:
+        pod_spec["runtimeClassName"] = config.runtime_class_name
+    if config.node_selector:
+        pod_spec["nodeSelector"] = dict(config.node_selector)
+    if config.tolerations:
+        pod_spec["tolerations"] = list(config.tolerations)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "backoffLimit": 0,
+            "completions": 1,
+            "parallelism": 1,
+            "activeDeadlineSeconds": config.setup_deadline_seconds + timeout_seconds + DEADLINE_GRACE_SECONDS,
+            "ttlSecondsAfterFinished": config.job_ttl_seconds,
+            "template": {
+                "metadata": {"labels": {**labels, contract.LABEL_SANDBOX: "true"}},
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def build_network_policy() -> dict:
+    """Deny all ingress and egress for every sandbox pod in the namespace (one per namespace)."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": contract.NETWORK_POLICY_NAME,
+            "labels": {contract.LABEL_MANAGED_BY: contract.MANAGED_BY},
+        },
+        "spec": {
+            "podSelector": {"matchLabels": {contract.LABEL_SANDBOX: "true"}},
+            "policyTypes": ["Ingress", "Egress"],
+        },
+    }

@@ -1,0 +1,201 @@
+"""The kopf handlers: a SandboxExecution becomes a ConfigMap and a Job; the pod's result becomes status.
+
+Idempotent at every step, so the operator can be killed and restarted at any moment:
+- children have deterministic names, so a re-run gets 409 instead of creating a second Job;
+- the result is written once (see reconciler.py), even when a pod event and the timer race;
+- the timer re-examines every unfinished execution, so an event missed while down is not lost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from typing import Any
+
+import kopf
+import prometheus_client
+from kubernetes.aio import client
+
+from sandbox_operator import builders, contract, metrics, outcomes
+from sandbox_operator.catalogue import Catalogue, Language, load_catalogue
+from sandbox_operator.config import OperatorConfig
+from sandbox_operator.kube import connect
+from sandbox_operator.reconciler import RESOURCE, conditions, finish, now, parse_time, patch_status, reconcile
+from sandbox_operator.runner_spec import InputFile, InvalidSpecError, build_runner_spec
+
+RECHECK_INTERVAL_SECONDS = 5
+RETENTION_INTERVAL_SECONDS = 10
+
+
+def _is_active(status: dict, **_: Any) -> bool:
+    return status.get("phase") in (contract.PHASE_PENDING, contract.PHASE_RUNNING)
+
+
+def _is_finished(status: dict, **_: Any) -> bool:
+    return status.get("phase") in contract.TERMINAL_PHASES
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    """Settings, the shared API client, the catalogue and the metrics endpoint."""
+    config = OperatorConfig.from_env()
+    # Watches can go silently idle; reconnect regularly instead of trusting them forever.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    settings.persistence.finalizer = f"{contract.GROUP}/operator"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=contract.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=contract.GROUP, key="last-handled-configuration"
+    )
+    # Peering pauses every replica but the one with the highest priority; equal ones would all pause.
+    settings.peering.priority = config.priority if config.priority is not None else random.randint(1, 2**30)
+    # Handler successes every few seconds would flood the Events; the outcome is posted explicitly.
+    settings.posting.level = logging.WARNING
+    memo.config = config
+    memo.catalogue = load_catalogue()
+    memo.api = await connect()
+    memo.locks = {}
+    memo.active = set()
+    if config.peering_name and not config.namespaces:
+        await _ensure_cluster_peering(memo.api, config.peering_name)
+    if config.metrics_port:
+        prometheus_client.start_http_server(config.metrics_port)
+    logger.info(
+        "sandbox operator configured: namespaces=%s languages=%s peering=%s",
+        ",".join(config.namespaces) or "all", ",".join(memo.catalogue.names()), config.peering_name or "standalone",
+    )
+
+
+async def _ensure_cluster_peering(api: client.ApiClient, name: str) -> None:
+    """kopf never creates its peering object, and without it a mandatory peering never un-pauses."""
+    body = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}}
+    try:
+        await client.CustomObjectsApi(api).create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", body)
+    except client.ApiException as error:
+        if error.status != 409:
+            raise
+
+
+@kopf.on.cleanup()
+async def close_client(memo: kopf.Memo, **_: Any) -> None:
+    await memo.api.close()
+
+
+def _resolve(spec: dict, config: OperatorConfig, catalogue: Catalogue) -> tuple[Language, int, int, dict]:
+    """(language, timeout, memory, runner spec) for a resource's spec; InvalidSpecError says what is wrong."""
+    language = catalogue.find(spec.get("language", ""))
+    if language is None:
+        raise InvalidSpecError(
+            f"unsupported language {spec.get('language')!r}; available: {', '.join(catalogue.names())}"
+        )
+    timeout, memory = config.limits.resolve(spec.get("timeoutSeconds"), spec.get("maxMemoryMb"))
+    files = [
+        InputFile(path=item["name"], content=item.get("content", ""), encoding=item.get("encoding", "utf-8"))
+        for item in spec.get("files") or []
+    ]
+    runner_spec = build_runner_spec(
+        language=language, code=spec.get("code", ""), stdin=spec.get("stdin"), files=files,
+        timeout_seconds=timeout, max_memory_mb=memory, workdir=builders.WORK_DIR,
+        output_limits=config.limits.output,
+    )
+    return language, timeout, memory, runner_spec
+
+
+async def _create_ignoring_conflict(create, namespace: str, body: dict) -> None:
+    """Create an object; one that already exists (a restarted operator's retry) is left as is."""
+    try:
+        await create(namespace=namespace, body=body)
+    except client.ApiException as error:
+        if error.status != 409:
+            raise
+
+
+@kopf.on.create(*RESOURCE)
+async def start_execution(
+    body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, namespace: str,
+    memo: kopf.Memo, logger: logging.Logger, **_: Any,
+) -> None:
+    """Create the namespace's NetworkPolicy, then the execution's ConfigMap and Job; mark it pending."""
+    if status.get("phase"):
+        return  # started before a restart; the timer takes it from here
+    try:
+        language, timeout, memory, runner_spec = _resolve(dict(spec), memo.config, memo.catalogue)
+    except InvalidSpecError as error:
+        await finish(memo, namespace, name, None, outcomes.failure_status("error_setup", str(error)), "unknown")
+        return
+    core, batch = client.CoreV1Api(memo.api), client.BatchV1Api(memo.api)
+    try:
+        # The policy comes first so that no sandbox pod ever runs in the namespace without it.
+        await _create_ignoring_conflict(
+            client.NetworkingV1Api(memo.api).create_namespaced_network_policy, namespace,
+            builders.build_network_policy(),
+        )
+        configmap = builders.build_configmap_for(
+            name, language=language, runner_spec=runner_spec, runner=builders.runner_source()
+        )
+        job = builders.build_job_for(
+            name, language=language, timeout_seconds=timeout, memory_mb=memory, config=memo.config
+        )
+        kopf.adopt([configmap, job], owner=body)
+        await _create_ignoring_conflict(core.create_namespaced_config_map, namespace, configmap)
+        await _create_ignoring_conflict(batch.create_namespaced_job, namespace, job)
+    except client.ApiException as error:
+        if error.status in (400, 413, 422):
+            # The input cannot become a ConfigMap (too large, refused): a final answer, not a retry.
+            reason = f"the sandbox could not be created: {error.reason}: {_api_message(error)}"
+            await finish(memo, namespace, name, None, outcomes.failure_status("error_setup", reason), language.name)
+            return
+        raise kopf.TemporaryError(f"creating the sandbox failed ({error.status} {error.reason}); retrying", delay=2)
+    await patch_status(memo, namespace, name, {"phase": contract.PHASE_PENDING, "conditions": conditions(contract.PHASE_PENDING, None)})
+    memo.active.add((namespace, name))
+    metrics.IN_FLIGHT.set(len(memo.active))
+    message = f"language={language.name} timeout={timeout}s memory={memory}MB job={job['metadata']['name']}"
+    logger.info("started: %s", message)
+    kopf.event(body, type="Normal", reason="Started", message=message)
+
+
+@kopf.on.event("", "v1", "pods", labels={contract.LABEL_MANAGED_BY: contract.MANAGED_BY})
+async def follow_sandbox_pod(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    """Every change of a sandbox pod re-examines its execution at once (the fast path)."""
+    metadata = body.get("metadata", {})
+    execution = metadata.get("labels", {}).get(contract.LABEL_EXECUTION)
+    # A pod being deleted is mostly our own clean-up; anything else the timer notices.
+    if execution and not metadata.get("deletionTimestamp"):
+        await reconcile(memo, body["metadata"]["namespace"], execution, logger)
+
+
+@kopf.timer(*RESOURCE, interval=RECHECK_INTERVAL_SECONDS, when=_is_active)
+async def recheck_execution(name: str, namespace: str, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    """The safety net: enforces the setup deadline and catches what events missed."""
+    memo.active.add((namespace, name))
+    metrics.IN_FLIGHT.set(len(memo.active))
+    await reconcile(memo, namespace, name, logger)
+
+
+@kopf.timer(*RESOURCE, interval=RETENTION_INTERVAL_SECONDS, when=_is_finished)
+async def expire_finished(
+    spec: kopf.Spec, status: kopf.Status, name: str, namespace: str, memo: kopf.Memo, logger: logging.Logger, **_: Any,
+) -> None:
+    """Delete a finished execution once it is older than its ttlSecondsAfterFinished."""
+    finished = parse_time(status.get("completionTime"))
+    ttl = spec.get("ttlSecondsAfterFinished", 3600)
+    if finished is None or (now() - finished).total_seconds() < ttl:
+        return
+    try:
+        await client.CustomObjectsApi(memo.api).delete_namespaced_custom_object(
+            *RESOURCE[:2], namespace, contract.PLURAL, name, propagation_policy="Background"
+        )
+        logger.info("deleted after its retention of %s s", ttl)
+    except client.ApiException as error:
+        if error.status != 404:
+            raise
+
+
+def _api_message(error: client.ApiException) -> str:
+    """The API server's own message from an error response, which says what was refused."""
+    try:
+        return json.loads(error.body or "{}").get("message", "")[:500]
+    except (ValueError, AttributeError):
+        return ""

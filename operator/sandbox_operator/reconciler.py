@@ -1,0 +1,219 @@
+"""Bringing one SandboxExecution's status up to date with its Job and pod, and finishing it once.
+
+Called by the handlers for pod events (the fast path) and by the timer (the safety net). Safe to call
+any number of times, from a restarted operator too: the terminal status is written with the
+resource's resourceVersion as a precondition, so the result is written exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+
+import kopf
+from kubernetes.aio import client
+
+from sandbox_operator import builders, contract, metrics, outcomes
+
+RESOURCE = (contract.GROUP, contract.VERSION, contract.PLURAL)
+# Enough of the pod log for the result line: the runner's caps keep it below 1 MiB.
+LOG_LIMIT_BYTES = 4 * 1024 * 1024
+
+
+def now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def timestamp(moment: datetime.datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: str | None) -> datetime.datetime | None:
+    if not value:
+        return None
+    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+async def reconcile(memo: kopf.Memo, namespace: str, name: str, logger: logging.Logger) -> None:
+    """Bring one execution's status up to date with its Job and pod; finish it when they ended."""
+    # One look at a time per execution in this process, so a burst of pod events reads the log once.
+    async with memo.locks.setdefault((namespace, name), asyncio.Lock()):
+        await _reconcile(memo, namespace, name, logger)
+
+
+async def _reconcile(memo: kopf.Memo, namespace: str, name: str, logger: logging.Logger) -> None:
+    objects = client.CustomObjectsApi(memo.api)
+    try:
+        execution = await objects.get_namespaced_custom_object(*RESOURCE[:2], namespace, contract.PLURAL, name)
+    except client.ApiException as error:
+        if error.status == 404:
+            forget(memo, namespace, name)
+            return
+        raise
+    status = execution.get("status") or {}
+    phase = status.get("phase")
+    if not phase:
+        return  # the create handler has not finished; it will mark the execution pending
+    if phase in contract.TERMINAL_PHASES:
+        forget(memo, namespace, name)
+        await delete_children(memo, namespace, name)
+        return
+    job, pod = await _read_job_and_pod(memo, namespace, name)
+    spec = execution.get("spec") or {}
+    created = parse_time(execution["metadata"].get("creationTimestamp")) or now()
+    memory = spec.get("maxMemoryMb") or memo.config.limits.default_memory_mb
+    seen = outcomes.observe(
+        job=job, pod=pod, age_seconds=(now() - created).total_seconds(),
+        setup_deadline_seconds=memo.config.setup_deadline_seconds,
+        memory_limit_mb=memory + memo.config.runner_memory_headroom_mb,
+    )
+    found = memo.catalogue.find(spec.get("language", ""))
+    language = found.name if found else "unknown"
+    if seen.pod_finished:
+        result = await _result_from_pod_log(memo, namespace, seen)
+        await finish(memo, namespace, name, execution, result, language, pod_name=seen.pod_name)
+    elif seen.phase in contract.TERMINAL_PHASES:
+        result = outcomes.failure_status(seen.phase, seen.reason or seen.phase, oom_killed=seen.oom_killed)
+        await finish(memo, namespace, name, execution, result, language, pod_name=seen.pod_name)
+    elif seen.phase == contract.PHASE_RUNNING and phase != contract.PHASE_RUNNING:
+        started = seen.started_at or timestamp(now())
+        running = {"phase": contract.PHASE_RUNNING, "podName": seen.pod_name, "startTime": started,
+                   "conditions": conditions(contract.PHASE_RUNNING, None)}
+        try:
+            await patch_status(memo, namespace, name, running, resource_version=execution["metadata"]["resourceVersion"])
+        except client.ApiException as error:
+            if error.status in (404, 409):
+                return  # changed meanwhile; the next look decides again
+            raise
+        pending = (parse_time(started) - created).total_seconds()
+        metrics.PHASE_SECONDS.labels("pending").observe(max(pending, 0))
+
+
+async def _read_job_and_pod(memo: kopf.Memo, namespace: str, name: str) -> tuple[dict | None, dict | None]:
+    try:
+        job = await client.BatchV1Api(memo.api).read_namespaced_job(contract.child_name(name), namespace)
+        job = memo.api.sanitize_for_serialization(job)
+    except client.ApiException as error:
+        if error.status != 404:
+            raise
+        job = None
+    pods = await client.CoreV1Api(memo.api).list_namespaced_pod(
+        namespace, label_selector=f"{contract.LABEL_EXECUTION}={name},{contract.LABEL_MANAGED_BY}={contract.MANAGED_BY}"
+    )
+    items = [memo.api.sanitize_for_serialization(pod) for pod in pods.items]
+    items.sort(key=lambda pod: pod["metadata"].get("creationTimestamp", ""))
+    return job, (items[-1] if items else None)
+
+
+async def _result_from_pod_log(memo: kopf.Memo, namespace: str, seen: outcomes.Observation) -> dict:
+    """Status fields from the runner's result line; the observation's classification when there is none."""
+    try:
+        log = await client.CoreV1Api(memo.api).read_namespaced_pod_log(
+            seen.pod_name, namespace, container=builders.CONTAINER_NAME, limit_bytes=LOG_LIMIT_BYTES
+        )
+        return outcomes.status_from_result(outcomes.parse_result_line(log))
+    except client.ApiException as error:
+        if error.status != 404:
+            raise
+        detail = "the pod's log is gone"
+    except outcomes.ResultError as error:
+        detail = str(error)
+    if seen.phase == "error_setup":
+        return outcomes.failure_status("error_setup", f"{seen.reason}: {detail}")
+    return outcomes.failure_status(seen.phase, seen.reason or detail, oom_killed=seen.oom_killed)
+
+
+def conditions(phase: str, reason: str | None) -> list[dict]:
+    """The full condition list for a phase (merge patches replace lists whole)."""
+    moment = timestamp(now())
+    started = phase != contract.PHASE_PENDING
+    result = [{"type": contract.CONDITION_STARTED, "status": str(started), "lastTransitionTime": moment,
+               "reason": "PodStarted" if started else "Pending"}]
+    if phase in contract.TERMINAL_PHASES:
+        outcome = contract.CONDITION_REASONS[phase]
+        result += [
+            {"type": contract.CONDITION_FINISHED, "status": "True", "reason": outcome, "message": reason or "",
+             "lastTransitionTime": moment},
+            {"type": contract.CONDITION_SUCCEEDED, "status": str(phase == "completed"), "reason": outcome,
+             "message": reason or "", "lastTransitionTime": moment},
+        ]
+    return result
+
+
+async def finish(
+    memo: kopf.Memo, namespace: str, name: str, execution: dict | None, result: dict, language: str,
+    *, pod_name: str | None = None,
+) -> None:
+    """Write the terminal status once (resourceVersion precondition), then post an Event and clean up."""
+    objects = client.CustomObjectsApi(memo.api)
+    finished = now()
+    status = {**result, "completionTime": timestamp(finished),
+              "conditions": conditions(result["phase"], result.get("reason"))}
+    if pod_name:
+        status["podName"] = pod_name
+    for _attempt in range(5):
+        try:
+            if execution is None:
+                execution = await objects.get_namespaced_custom_object(
+                    *RESOURCE[:2], namespace, contract.PLURAL, name
+                )
+            if (execution.get("status") or {}).get("phase") in contract.TERMINAL_PHASES:
+                return  # another look already wrote the result
+            await patch_status(memo, namespace, name, status, resource_version=execution["metadata"]["resourceVersion"])
+            break
+        except client.ApiException as error:
+            if error.status == 404:
+                return
+            if error.status != 409:
+                raise
+            execution = None  # changed meanwhile (often kopf's own annotations): read again, retry
+    else:
+        raise kopf.TemporaryError("the execution kept changing while its result was written", delay=1)
+    outcome = result["phase"]
+    message = f"{outcome}: {result.get('reason') or 'exit code 0'}"
+    kopf.event(execution, type="Normal" if outcome == "completed" else "Warning",
+               reason=contract.CONDITION_REASONS[outcome], message=message[:1000])
+    metrics.EXECUTIONS.labels(language, outcome).inc()
+    created = parse_time(execution["metadata"].get("creationTimestamp"))
+    started = parse_time((execution.get("status") or {}).get("startTime"))
+    if created:
+        metrics.PHASE_SECONDS.labels("total").observe(max((finished - created).total_seconds(), 0))
+    if started:
+        metrics.PHASE_SECONDS.labels("running").observe(max((finished - started).total_seconds(), 0))
+    forget(memo, namespace, name)
+    await delete_children(memo, namespace, name)
+    logging.getLogger(__name__).info("finished %s/%s: %s", namespace, name, message)
+
+
+async def delete_children(memo: kopf.Memo, namespace: str, name: str) -> None:
+    """Delete the Job (its pod with it) and the ConfigMap; already gone is fine."""
+    child = contract.child_name(name)
+    deletions = (
+        lambda: client.BatchV1Api(memo.api).delete_namespaced_job(child, namespace, propagation_policy="Background"),
+        lambda: client.CoreV1Api(memo.api).delete_namespaced_config_map(child, namespace),
+    )
+    for delete in deletions:
+        try:
+            await delete()
+        except client.ApiException as error:
+            if error.status != 404:
+                raise
+
+
+async def patch_status(
+    memo: kopf.Memo, namespace: str, name: str, status: dict, *, resource_version: str | None = None
+) -> None:
+    """Merge `status` in; with `resource_version`, only if nobody changed the resource since (else 409)."""
+    patch: dict = {"status": status}
+    if resource_version:
+        patch["metadata"] = {"resourceVersion": resource_version}
+    await client.CustomObjectsApi(memo.api).patch_namespaced_custom_object_status(
+        *RESOURCE[:2], namespace, contract.PLURAL, name, patch
+    )
+
+
+def forget(memo: kopf.Memo, namespace: str, name: str) -> None:
+    memo.active.discard((namespace, name))
+    memo.locks.pop((namespace, name), None)
+    metrics.IN_FLIGHT.set(len(memo.active))

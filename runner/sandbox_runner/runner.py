@@ -1,0 +1,850 @@
+"""The sandbox runner: runs one program under supervision and prints one result line.
+
+It runs inside every sandbox (a pod's container, or bubblewrap on the local backend) and is the
+only program there besides the user's. Standard library only, Python >= 3.9, one file, so it ships
+inside a ConfigMap and runs in any image that has python3. Invocation and both documents:
+docs/runner-protocol.md.
+
+    python3 -I -S runner.py SPEC_PATH     (or "-" to read the spec from stdin)
+
+Start-up time is most of its cost, so it avoids modules that pull in re/enum/typing: it uses
+the C halves of json and ctypes (_json, _ctypes) and select.poll instead of json, ctypes and
+selectors, which together would add about 10 ms to every execution.
+"""
+
+import _ctypes
+import _json
+import _signal
+import binascii
+import os
+import select
+import stat
+import sys
+import time
+
+RESULT_MARKER = "@@sandbox-result@@ "
+DEFAULT_LIMITS = {  # their sum stays under result_bytes unless escaping inflates the text
+    "stdout_bytes": 256 << 10,
+    "stderr_bytes": 64 << 10,
+    "output_files": 32,
+    "output_file_bytes": 256 << 10,
+    "output_files_bytes": 512 << 10,
+    "result_bytes": 1 << 20,
+}
+MIN_RESULT_BYTES = 4096  # room for every field of an empty result and a long reason
+GRACE_SECONDS = 0.5  # between SIGTERM and SIGKILL when the wall-clock limit is hit
+REAP_SECONDS = 5.0  # how long killing leftover processes may take before the runner gives up
+MAX_SCANNED_ENTRIES = 100_000  # output collection stops here, so a million files cannot stall it
+MAX_DEPTH = 64  # output collection does not descend deeper (one open fd per level)
+READ_CHUNK = 1 << 16
+MIB = 1 << 20
+
+PR_SET_DUMPABLE = 4
+PR_SET_CHILD_SUBREAPER = 36
+# Signal numbers to names without importing `signal` (which imports enum); aliases left out.
+SIGNAL_NAMES = {
+    getattr(_signal, name): name
+    for name in dir(_signal)
+    if name.startswith("SIG") and "_" not in name and name not in ("SIGIOT", "SIGCLD", "SIGPOLL")
+}
+
+
+class SpecError(Exception):
+    """The spec or its files cannot be used; the message says what to fix."""
+
+
+# --- JSON through the C accelerator (importing json costs ~7 ms of re and enum) -------------
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+class _JsonOptions:
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = staticmethod(_reject_constant)
+
+
+_scan_json = _json.make_scanner(_JsonOptions)
+quote_json = _json.encode_basestring_ascii
+
+
+def parse_json(text: str) -> object:
+    """Parse one JSON document (the whole text, surrounding whitespace allowed)."""
+    start = len(text) - len(text.lstrip())
+    try:
+        value, end = _scan_json(text, start)
+    except StopIteration as stop:
+        raise ValueError(f"not valid JSON at character {stop.value}") from None
+    if text[end:].strip():
+        raise ValueError(f"extra data after the JSON document at character {end}")
+    return value
+
+
+def to_json(value: object) -> str:
+    """Compact, pure-ASCII JSON for the result's types (str, int, bool, None, dict)."""
+    if isinstance(value, str):
+        return quote_json(value)
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, dict):
+        return "{" + ",".join(quote_json(k) + ":" + to_json(v) for k, v in value.items()) + "}"
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+# --- prctl through _ctypes (importing ctypes costs ~4 ms) -------------------------------------
+
+
+class _CInt(_ctypes._SimpleCData):
+    _type_ = "i"
+
+
+class _Libc:
+    _handle = _ctypes.dlopen(None)
+
+
+class _CFunction(_ctypes.CFuncPtr):
+    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+    _restype_ = _CInt
+
+
+_prctl = _CFunction(("prctl", _Libc))
+
+
+def prctl(option: int, value: int) -> bool:
+    """Call prctl(2); True when the kernel accepted it."""
+    return _prctl(option, value, 0, 0, 0) == 0
+
+
+# --- the spec -----------------------------------------------------------------------------------
+
+SPEC_FIELDS = {"command", "workdir", "files", "stdin", "timeout_seconds", "max_memory_mb",
+               "max_processes", "env", "limits"}
+
+
+def _positive_int(value: object, name: str, *, minimum: int = 1) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise SpecError(f"spec: '{name}' must be an integer >= {minimum}")
+    return value
+
+
+def _optional_positive_int(spec: dict, name: str) -> "int | None":
+    value = spec.get(name)
+    return None if value is None else _positive_int(value, name)
+
+
+def _string_list(value: object, name: str) -> list:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise SpecError(f"spec: '{name}' must be a non-empty list of strings")
+    if any("\0" in v for v in value):
+        raise SpecError(f"spec: '{name}' must not contain NUL characters")
+    return value
+
+
+def _utf8(text: str, name: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SpecError(f"spec: '{name}' is not valid Unicode (lone surrogate)") from None
+
+
+def check_spec(spec: object) -> dict:
+    """The validated spec with defaults filled in; SpecError names the first fault."""
+    if not isinstance(spec, dict):
+        raise SpecError("spec: must be a JSON object")
+    unknown = sorted(set(spec) - SPEC_FIELDS)
+    if unknown:
+        raise SpecError(f"spec: unknown field '{unknown[0]}'")
+    for name in ("command", "workdir", "timeout_seconds"):
+        if name not in spec:
+            raise SpecError(f"spec: the field '{name}' is required")
+    workdir = spec["workdir"]
+    if not isinstance(workdir, str) or not workdir.startswith("/") or "\0" in workdir:
+        raise SpecError("spec: 'workdir' must be an absolute path")
+    timeout = spec["timeout_seconds"]
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout < 1e9:
+        raise SpecError("spec: 'timeout_seconds' must be a positive number")
+    stdin = spec.get("stdin")
+    if stdin is not None and not isinstance(stdin, str):
+        raise SpecError("spec: 'stdin' must be a string or null")
+    stdin = _utf8(stdin or "", "stdin")
+    env = {} if spec.get("env") is None else spec["env"]
+    if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+        raise SpecError("spec: 'env' must be an object of strings")
+    for key, value in env.items():
+        if not key or "=" in key or "\0" in key or "\0" in value:
+            raise SpecError(f"spec: 'env' has an invalid variable name or value: {key!r}")
+    files = [] if spec.get("files") is None else spec["files"]
+    if not isinstance(files, list):
+        raise SpecError("spec: 'files' must be a list of {path, content, encoding}")
+    limits = {} if spec.get("limits") is None else spec["limits"]
+    if not isinstance(limits, dict) or set(limits) - set(DEFAULT_LIMITS):
+        raise SpecError(f"spec: 'limits' may only have the fields {', '.join(DEFAULT_LIMITS)}")
+    limits = {**DEFAULT_LIMITS, **limits}
+    for name, value in limits.items():
+        minimum = MIN_RESULT_BYTES if name == "result_bytes" else 0
+        _positive_int(value, f"limits.{name}", minimum=minimum)
+    return {
+        "command": _string_list(spec["command"], "command"),
+        "workdir": workdir,
+        "files": files,
+        "stdin": stdin,
+        "timeout_seconds": timeout,
+        "max_memory_mb": _optional_positive_int(spec, "max_memory_mb"),
+        "max_processes": _optional_positive_int(spec, "max_processes"),
+        "env": env,
+        "limits": limits,
+    }
+
+
+def load_spec(argv: list) -> dict:
+    """Read, parse and check the spec named on the command line."""
+    if len(argv) != 2:
+        raise SpecError("usage: runner.py SPEC_PATH  (or '-' to read the spec from stdin)")
+    try:
+        if argv[1] == "-":
+            raw = sys.stdin.buffer.read()
+        else:
+            with open(argv[1], "rb") as spec_file:
+                raw = spec_file.read()
+    except OSError as error:
+        raise SpecError(f"cannot read the spec: {error.strerror}: {argv[1]}") from None
+    try:
+        return check_spec(parse_json(raw.decode("utf-8")))
+    except (UnicodeDecodeError, ValueError) as error:
+        raise SpecError(f"spec: not valid UTF-8 JSON: {error}") from None
+
+
+# --- input files ---------------------------------------------------------------------------------
+
+OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+CREATE_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+BASE64_ALPHABET = dict.fromkeys(map(ord, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=\n"))
+
+
+def split_relative_path(path: object) -> list:
+    """The components of a normalised relative path; SpecError for anything else."""
+    if not isinstance(path, str) or not path:
+        raise SpecError("files: every file needs a non-empty string 'path'")
+    if "\0" in path:
+        raise SpecError(f"files: {path!r}: NUL characters are not allowed in paths")
+    if path.startswith("/"):
+        raise SpecError(f"files: {path!r}: the path must be relative to the work directory")
+    parts = path.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise SpecError(f"files: {path!r}: the path must be normalised (no '..', '.' or empty parts)")
+    return parts
+
+
+def decode_file(entry: object) -> tuple:
+    """(path, bytes) of one spec file entry."""
+    if not isinstance(entry, dict) or set(entry) - {"path", "content", "encoding"}:
+        raise SpecError("files: every entry must be an object {path, content, encoding}")
+    path, content = entry.get("path"), entry.get("content")
+    encoding = entry.get("encoding") or "utf-8"
+    split_relative_path(path)
+    if not isinstance(content, str):
+        raise SpecError(f"files: {path!r}: 'content' must be a string")
+    if encoding == "utf-8":
+        return path, _utf8(content, f"files: {path}")
+    if encoding == "base64":
+        if content.translate(BASE64_ALPHABET):  # a2b_base64 would silently skip stray characters
+            raise SpecError(f"files: {path!r}: 'content' is not valid base64")
+        try:
+            return path, binascii.a2b_base64(content.encode("ascii"))
+        except (UnicodeEncodeError, binascii.Error):
+            raise SpecError(f"files: {path!r}: 'content' is not valid base64") from None
+    raise SpecError(f"files: {path!r}: 'encoding' must be 'utf-8' or 'base64'")
+
+
+def materialise_files(workdir_fd: int, files: list) -> dict:
+    """Write the input files under the work directory; returns {path: bytes}.
+
+    Every component is opened relative to its parent with O_NOFOLLOW and every file is created
+    with O_EXCL, so nothing is written through a link, whoever planted it.
+    """
+    written = {}
+    for entry in files:
+        path, content = decode_file(entry)
+        parts = split_relative_path(path)
+        dir_fd = workdir_fd
+        try:
+            for index, part in enumerate(parts[:-1]):
+                try:
+                    os.mkdir(part, 0o755, dir_fd=dir_fd)
+                except FileExistsError:
+                    pass
+                try:
+                    next_fd = os.open(part, OPEN_DIR, dir_fd=dir_fd)
+                except OSError:
+                    parent = "/".join(parts[: index + 1])
+                    raise SpecError(f"files: {path!r}: {parent!r} is a link or a file, not a directory") from None
+                if dir_fd != workdir_fd:
+                    os.close(dir_fd)
+                dir_fd = next_fd
+            try:
+                file_fd = os.open(parts[-1], CREATE_FILE, 0o644, dir_fd=dir_fd)
+            except FileExistsError:
+                raise SpecError(f"files: {path!r}: given twice, or something already exists there") from None
+            except IsADirectoryError:
+                raise SpecError(f"files: {path!r}: a directory already exists there") from None
+            with open(file_fd, "wb") as handle:
+                handle.write(content)
+        finally:
+            if dir_fd != workdir_fd:
+                os.close(dir_fd)
+        written[path] = content
+    return written
+
+
+# --- running the program ---------------------------------------------------------------------------
+
+
+class StartError(Exception):
+    """The program could not be started; the message is the result's reason."""
+
+
+class CappedOutput:
+    """One of the program's output pipes: keeps the first `cap` bytes, reads and drops the rest."""
+
+    def __init__(self, fd: int, cap: int):
+        self.fd, self.cap = fd, cap
+        self.data = bytearray()
+        self.truncated = False
+
+    def read(self) -> bool:
+        """Read what is there; False at end of file."""
+        chunk = os.read(self.fd, READ_CHUNK)
+        if not chunk:
+            return False
+        room = self.cap - len(self.data)
+        if len(chunk) > room:
+            self.truncated = True
+            chunk = chunk[:room]
+        self.data += chunk
+        return True
+
+
+def _exec_child(command: list, env: dict, workdir_fd: int, stdio: tuple, report_fd: int,
+                max_processes: "int | None") -> None:
+    """In the forked child: become the program, or report why not on report_fd. Never returns."""
+    stage = "prepare"
+    try:
+        os.setsid()  # own session and process group, so the whole group can be killed
+        for target, fd in enumerate(stdio):
+            os.dup2(fd, target)
+        os.fchdir(workdir_fd)
+        # Nothing of the runner's leaks: not its stdout (the result channel), not inherited fds.
+        os.closerange(3, report_fd)
+        os.closerange(report_fd + 1, os.sysconf("SC_OPEN_MAX"))
+        _signal.set_wakeup_fd(-1)
+        for signum in (_signal.SIGPIPE, _signal.SIGXFSZ, _signal.SIGCHLD):  # Python ignores some
+            _signal.signal(signum, _signal.SIG_DFL)
+        if max_processes:
+            import resource
+
+            hard = resource.getrlimit(resource.RLIMIT_NPROC)[1]
+            limit = max_processes if hard == resource.RLIM_INFINITY else min(max_processes, hard)
+            resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
+        # The runner is non-dumpable, which makes /proc/self root-owned; undo that for the program
+        # so it may raise its own oom_score_adj (execve would make it dumpable again anyway).
+        prctl(PR_SET_DUMPABLE, 1)
+        try:
+            with open("/proc/self/oom_score_adj", "w") as oom_score:
+                oom_score.write("1000")  # the program, not the runner, is the OOM killer's victim
+        except OSError:
+            pass  # no /proc here: the runner's stdout and result are then less protected
+        stage = "exec"
+        os.execvpe(command[0], command, env)
+    except BaseException as error:
+        os.write(report_fd, f"{stage}:{getattr(error, 'errno', None) or 0}".encode())
+    finally:
+        os._exit(127)
+
+
+def start_program(spec: dict, workdir_fd: int) -> tuple:
+    """Fork and exec the program; (pid, stdin fd, stdout fd, stderr fd) or StartError."""
+    stdin_r, stdin_w = os.pipe()
+    stdout_r, stdout_w = os.pipe()
+    stderr_r, stderr_w = os.pipe()
+    report_r, report_w = os.pipe()  # close-on-exec: end of file without a message means exec worked
+    pid = os.fork()
+    if pid == 0:
+        _exec_child(spec["command"], spec["env"], workdir_fd, (stdin_r, stdout_w, stderr_w),
+                    report_w, spec["max_processes"])
+    for fd in (stdin_r, stdout_w, stderr_w, report_w):
+        os.close(fd)
+    with open(report_r, "rb") as report:
+        failure = report.read()
+    if not failure:
+        return pid, stdin_w, stdout_r, stderr_r
+    os.waitpid(pid, 0)
+    for fd in (stdin_w, stdout_r, stderr_r):
+        os.close(fd)
+    stage, errno = failure.decode().split(":")
+    cause = "not found" if int(errno) == 2 else os.strerror(int(errno)).lower()
+    if stage == "exec":
+        raise StartError(f"cannot start {spec['command'][0]!r}: {cause}")
+    raise StartError(f"cannot prepare the program's process: {cause}")
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except OSError:
+        pass  # the group is already empty
+
+
+def supervise(pid: int, stdin_fd: int, stdin_data: bytes, outputs: list, wake_fd: int,
+              deadline: float) -> tuple:
+    """Feed stdin, capture output and enforce the deadline until the program exits.
+
+    Returns (wait status, timed out, monotonic time of exit). A SIGCHLD handler writes to
+    wake_fd, so the program's exit wakes the poll at once.
+    """
+    poller = select.poll()
+    by_fd = {output.fd: output for output in outputs}
+    for fd in (*by_fd, wake_fd):
+        poller.register(fd, select.POLLIN)
+    os.set_blocking(stdin_fd, False)
+    poller.register(stdin_fd, select.POLLOUT)
+    sent, timed_out = 0, False
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        now = time.monotonic()
+        if now >= deadline:
+            # SIGTERM first so the program may flush; SIGKILL when the grace is over (and again
+            # every 100 ms in case the group has new members).
+            _signal_group(pid, _signal.SIGKILL if timed_out else _signal.SIGTERM)
+            deadline = now + (0.1 if timed_out else GRACE_SECONDS)
+            timed_out = True
+            continue
+        for fd, _ in poller.poll(max(1, int((deadline - now) * 1000) + 1)):
+            if fd == wake_fd:
+                os.read(wake_fd, READ_CHUNK)
+            elif fd == stdin_fd:
+                try:
+                    sent += os.write(stdin_fd, stdin_data[sent : sent + READ_CHUNK])
+                    finished = sent >= len(stdin_data)
+                except BlockingIOError:
+                    finished = False
+                except OSError:  # the program closed its stdin: the rest is not wanted
+                    finished = True
+                if finished:
+                    poller.unregister(stdin_fd)
+                    os.close(stdin_fd)
+                    stdin_fd = -1
+            elif not by_fd[fd].read():
+                poller.unregister(fd)
+    ended = time.monotonic()
+    if stdin_fd >= 0:
+        os.close(stdin_fd)
+    return status, timed_out, ended
+
+
+def drain(outputs: list, deadline: float) -> None:
+    """Read the pipes to end of file once every writer is gone (bounded by deadline)."""
+    poller = select.poll()
+    open_fds = {output.fd: output for output in outputs}
+    for fd in open_fds:
+        poller.register(fd, select.POLLIN)
+    while open_fds and time.monotonic() < deadline:
+        for fd, _ in poller.poll(100):
+            if not open_fds[fd].read():
+                poller.unregister(fd)
+                del open_fds[fd]
+
+
+def _reap_children() -> bool:
+    """Reap every exited child; True while living children remain."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return False
+        if pid == 0:
+            return True
+
+
+def find_descendants() -> list:
+    """Pids of every living descendant of the runner, from /proc."""
+    children = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as stat_file:
+                fields = stat_file.read()
+        except OSError:
+            continue  # exited meanwhile
+        ppid = int(fields[fields.rindex(b")") + 2 :].split(None, 2)[1])
+        children.setdefault(ppid, []).append(int(name))
+    found, pending = [], [os.getpid()]
+    while pending:
+        for child in children.get(pending.pop(), ()):
+            found.append(child)
+            pending.append(child)
+    return found
+
+
+def kill_leftovers(pgid: int, deadline: float) -> bool:
+    """SIGKILL everything the program started, setsid daemons included; True when none is left.
+
+    The runner is a child subreaper, so every orphan becomes its child: when it has no children
+    left, nothing the program started is alive. The common case (no leftovers) costs one waitpid.
+    """
+    _signal_group(pgid, _signal.SIGKILL)
+    while _reap_children():
+        if time.monotonic() > deadline:
+            return False
+        # A pid is killed moments after /proc listed it as a descendant; for it to name an
+        # unrelated process meanwhile, the pid space would have to wrap around in between.
+        for pid in find_descendants():
+            try:
+                os.kill(pid, _signal.SIGKILL)
+            except OSError:
+                pass  # already gone
+        time.sleep(0.005)
+    return True
+
+
+# --- memory --------------------------------------------------------------------------------------
+
+
+class MemoryCgroup:
+    """The runner's memory cgroup (v1 or v2), when one can be read.
+
+    It must hold only the runner and the program (a pod's container, or the fresh cgroup the
+    local backend makes), or the numbers include the neighbours.
+    """
+
+    def __init__(self, directory: str, version: int):
+        self.directory, self.version = directory, version
+
+    @classmethod
+    def find(cls) -> "MemoryCgroup | None":
+        try:
+            with open("/proc/self/cgroup") as membership:
+                lines = membership.read().splitlines()
+        except OSError:
+            return None
+        for line in lines:
+            _, controllers, path = line.split(":", 2)
+            if "memory" in controllers.split(",") and path != "/":
+                # Seen from the host the cgroup is under the mount point; inside a container
+                # (cgroup v1 without a cgroup namespace) the mount point is the cgroup itself.
+                for directory in ("/sys/fs/cgroup/memory" + path, "/sys/fs/cgroup/memory"):
+                    if os.path.exists(directory + "/memory.max_usage_in_bytes"):
+                        return cls(directory, 1)
+            if controllers == "":
+                directory = "/sys/fs/cgroup" + (path if path != "/" else "")
+                if os.path.exists(directory + "/memory.peak"):
+                    return cls(directory, 2)
+        return None
+
+    def _read(self, name: str) -> str:
+        with open(f"{self.directory}/{name}") as control:
+            return control.read()
+
+    def reset_peak(self) -> None:
+        """Start the peak afresh where the kernel allows it (cgroup v1, writable), so a reused
+        cgroup reports this run's peak."""
+        if self.version == 1:
+            try:
+                with open(self.directory + "/memory.max_usage_in_bytes", "w") as control:
+                    control.write("0")
+            except OSError:
+                pass
+
+    def usage_bytes(self) -> int:
+        return int(self._read("memory.usage_in_bytes" if self.version == 1 else "memory.current"))
+
+    def peak_bytes(self) -> int:
+        return int(self._read("memory.max_usage_in_bytes" if self.version == 1 else "memory.peak"))
+
+    def oom_kills(self) -> int:
+        """The cgroup's count of OOM kills (0 where the kernel does not count them)."""
+        name = "memory.oom_control" if self.version == 1 else "memory.events"
+        for line in self._read(name).splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill":
+                return int(value)
+        return 0
+
+
+def children_peak_rss_bytes() -> int:
+    """Peak resident memory of the largest reaped child (includes its pre-exec copy of the runner)."""
+    import resource  # only needed without a cgroup
+
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+
+
+# --- output files ------------------------------------------------------------------------------------
+
+
+class OutputCollector:
+    """Collects regular files created or changed under the work directory, within the caps.
+
+    Directories are opened relative to their parent with O_NOFOLLOW and files with
+    O_NOFOLLOW|O_NONBLOCK then fstat-checked, so links are never followed and fifos never block.
+    """
+
+    def __init__(self, inputs: dict, limits: dict):
+        self.inputs, self.limits = inputs, limits
+        self.files = {}
+        self.truncated = False
+        self.total_bytes = 0
+        self.scanned = 0
+
+    def collect(self, dir_fd: int, prefix: str = "", depth: int = 0) -> None:
+        with os.scandir(dir_fd) as scan:
+            entries = sorted((entry.name, entry.is_dir(follow_symlinks=False)) for entry in scan)
+        for name, is_dir in entries:
+            self.scanned += 1
+            path = prefix + name
+            if self.scanned > MAX_SCANNED_ENTRIES or depth >= MAX_DEPTH or not _is_utf8(name):
+                self.truncated = True
+                continue
+            if is_dir:
+                try:
+                    sub_fd = os.open(name, OPEN_DIR, dir_fd=dir_fd)
+                except OSError:
+                    continue
+                try:
+                    self.collect(sub_fd, path + "/", depth + 1)
+                finally:
+                    os.close(sub_fd)
+            else:
+                self._consider_file(dir_fd, name, path)
+
+    def _consider_file(self, dir_fd: int, name: str, path: str) -> None:
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC,
+                         dir_fd=dir_fd)
+        except OSError:
+            return  # a link (ELOOP), or unreadable
+        with open(fd, "rb") as handle:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                return  # fifo, socket, device
+            size = info.st_size
+            original = self.inputs.get(path)
+            if original is not None and len(original) == size and handle.read(size) == original:
+                return  # an unchanged input
+            limits = self.limits
+            if (len(self.files) >= limits["output_files"] or size > limits["output_file_bytes"]
+                    or self.total_bytes + size > limits["output_files_bytes"]):
+                self.truncated = True
+                return
+            handle.seek(0)
+            data = handle.read(size)
+        self.total_bytes += len(data)
+        try:
+            self.files[path] = data.decode("utf-8")
+        except UnicodeDecodeError:
+            self.files[path] = {"content": binascii.b2a_base64(data, newline=False).decode("ascii"),
+                                "encoding": "base64"}
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # undecodable bytes in the name came back as lone surrogates
+        return False
+
+
+# --- the result ------------------------------------------------------------------------------------
+
+
+def empty_result(status: str, reason: "str | None") -> dict:
+    return {
+        "status": status, "reason": reason, "exit_code": None, "signal": None, "oom_killed": False,
+        "stdout": "", "stderr": "", "stdout_truncated": False, "stderr_truncated": False,
+        "duration_ms": 0, "memory_used_mb": None, "output_files": {}, "output_files_truncated": False,
+    }
+
+
+def classify(result: dict, wait_status: int, timed_out: bool, timeout: float,
+             max_memory_mb: "int | None") -> None:
+    """Fill status, reason, exit_code and signal from how the program ended."""
+    if os.WIFSIGNALED(wait_status):
+        signum = os.WTERMSIG(wait_status)
+        result["exit_code"] = 128 + signum
+        result["signal"] = SIGNAL_NAMES.get(signum, f"signal {signum}")
+    else:
+        result["exit_code"] = os.WEXITSTATUS(wait_status)
+    if timed_out:
+        result["status"], result["reason"] = "timeout", f"wall-clock limit of {timeout:g} s exceeded"
+    elif result["exit_code"] == 0:
+        result["status"] = "completed"
+    elif result["oom_killed"]:
+        limit = f"exceeded {max_memory_mb} MB" if max_memory_mb else "killed by the kernel's OOM killer"
+        result["status"], result["reason"] = "error_runtime", f"out of memory: {limit}"
+    elif result["signal"]:
+        result["status"], result["reason"] = "error_runtime", f"killed by signal {result['signal']}"
+    else:
+        result["status"], result["reason"] = "error_runtime", f"exited with code {result['exit_code']}"
+
+
+def _shorten(text: str, max_json_bytes: int) -> str:
+    """The longest prefix of text whose JSON string form fits in max_json_bytes."""
+    low, high = 0, len(text)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if len(quote_json(text[:middle])) <= max_json_bytes:
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low]
+
+
+def serialise_within(result: dict, budget: int) -> str:
+    """The result as JSON of at most `budget` bytes: output files dropped (largest first), then
+    the longer of stdout and stderr shortened, then the other, each flagged as truncated."""
+    files = result["output_files"]
+    sizes = {path: len(quote_json(path)) + len(to_json(value)) + 2 for path, value in files.items()}
+    document = to_json(result)
+    for path in sorted(sizes, key=sizes.get, reverse=True):
+        if len(document) <= budget:
+            return document
+        del files[path]
+        result["output_files_truncated"] = True
+        document = to_json(result)
+    for stream in sorted(("stderr", "stdout"), key=lambda name: len(result[name]), reverse=True):
+        if len(document) <= budget:
+            return document
+        result[stream + "_truncated"] = True
+        excess = len(to_json(result)) - budget
+        result[stream] = _shorten(result[stream], max(2, len(quote_json(result[stream])) - excess))
+        document = to_json(result)
+    if len(document) > budget:  # only a reason longer than MIN_RESULT_BYTES could get here
+        result["reason"] = result["reason"][:200]
+        document = to_json(result)
+    return document
+
+
+# --- the run ---------------------------------------------------------------------------------------
+
+
+def record_memory(result: dict, spec: dict, cgroup: "MemoryCgroup | None", before: tuple,
+                  wait_status: int, timed_out: bool) -> None:
+    """Fill memory_used_mb and oom_killed; `before` is the cgroup's (usage, OOM kills) at start."""
+    peak = cgroup.peak_bytes() - before[0] if cgroup else children_peak_rss_bytes()
+    result["memory_used_mb"] = max(0, peak + MIB - 1) // MIB
+    # The kernel's OOM-kill counter is the evidence; where it is missing (or the kill was counted
+    # elsewhere), a SIGKILL with the peak near the granted memory is taken as the OOM killer.
+    limit = spec["max_memory_mb"]
+    killed_near_limit = bool(
+        limit and not timed_out and os.WIFSIGNALED(wait_status)
+        and os.WTERMSIG(wait_status) == _signal.SIGKILL and result["memory_used_mb"] >= 0.9 * limit)
+    result["oom_killed"] = killed_near_limit or bool(cgroup and cgroup.oom_kills() > before[1])
+
+
+def run_program(spec: dict, workdir_fd: int, wake_fd: int) -> dict:
+    """Start, supervise and measure the program; the result without output files."""
+    limits = spec["limits"]
+    cgroup = MemoryCgroup.find()
+    if cgroup:
+        cgroup.reset_peak()
+    before = (cgroup.usage_bytes(), cgroup.oom_kills()) if cgroup else (0, 0)
+    started = time.monotonic()
+    try:
+        pid, stdin_fd, stdout_fd, stderr_fd = start_program(spec, workdir_fd)
+    except StartError as error:
+        return empty_result("error_setup", str(error))
+    outputs = [CappedOutput(stdout_fd, limits["stdout_bytes"]), CappedOutput(stderr_fd, limits["stderr_bytes"])]
+    try:
+        wait_status, timed_out, ended = supervise(
+            pid, stdin_fd, spec["stdin"], outputs, wake_fd, started + spec["timeout_seconds"])
+    finally:
+        # Whatever happened above, nothing the program started outlives the run.
+        if not kill_leftovers(pid, time.monotonic() + REAP_SECONDS):
+            print("runner: some of the program's processes could not be killed", file=sys.stderr)
+    drain(outputs, time.monotonic() + REAP_SECONDS)
+    result = empty_result("completed", None)
+    for name, output in zip(("stdout", "stderr"), outputs):
+        os.close(output.fd)
+        result[name] = output.data.decode("utf-8", "replace")
+        result[name + "_truncated"] = output.truncated
+    result["duration_ms"] = round((ended - started) * 1000)
+    record_memory(result, spec, cgroup, before, wait_status, timed_out)
+    classify(result, wait_status, timed_out, spec["timeout_seconds"], spec["max_memory_mb"])
+    return result
+
+
+def run(spec: dict, wake_fd: int) -> dict:
+    """Materialise the files, run the program, collect its output files: the result document."""
+    os.makedirs(spec["workdir"], mode=0o755, exist_ok=True)
+    # Held open for the whole run: the program cannot swap the directory for a link.
+    workdir_fd = os.open(spec["workdir"], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        inputs = materialise_files(workdir_fd, spec["files"])
+        result = run_program(spec, workdir_fd, wake_fd)
+        if result["exit_code"] is not None:  # the program ran
+            collector = OutputCollector(inputs, spec["limits"])
+            collector.collect(workdir_fd)
+            result["output_files"], result["output_files_truncated"] = collector.files, collector.truncated
+        return result
+    finally:
+        os.close(workdir_fd)
+
+
+def _ignore_signal(signum: int, frame: object) -> None:
+    """SIGCHLD handler: its only job is the wake-up byte that set_wakeup_fd writes."""
+
+
+def prepare_runner() -> tuple:
+    """Process-wide set-up before anything else: returns the (read, write) wake-up pipe."""
+    for fd in range(3):  # a closed standard descriptor would be reused by a pipe below
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)
+    # Same-uid code must not open /proc/<runner>/fd/1 and forge the result, nor ptrace the runner.
+    if not prctl(PR_SET_DUMPABLE, 0):
+        print("runner: cannot make itself non-dumpable", file=sys.stderr)
+    # Orphans (double-forked daemons) become the runner's children, so it can find and kill them.
+    if not prctl(PR_SET_CHILD_SUBREAPER, 1):
+        print("runner: cannot become a child subreaper; setsid daemons may escape", file=sys.stderr)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    _signal.signal(_signal.SIGCHLD, _ignore_signal)
+    _signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    return wake_r, wake_w
+
+
+def main(argv: list) -> int:
+    """Run the spec named in argv and print the one result line; always exit 0 once printed."""
+    budget = DEFAULT_LIMITS["result_bytes"]
+    try:
+        wake_fd, _ = prepare_runner()
+        spec = load_spec(argv)
+        budget = spec["limits"]["result_bytes"]
+        result = run(spec, wake_fd)
+    except SpecError as error:
+        result = empty_result("error_setup", str(error))
+    except Exception as error:  # a fault of the runner still ends in a result line
+        import traceback
+
+        traceback.print_exc()
+        result = empty_result("error_setup", f"internal error in the sandbox runner: {type(error).__name__}: {error}")
+    line = RESULT_MARKER + serialise_within(result, budget) + "\n"
+    sys.stdout.buffer.write(line.encode("ascii"))
+    sys.stdout.buffer.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,61 @@
+"""The API's whole contract suite again, on the Kubernetes backend: one suite, two backends.
+
+Every test of tests/integration/test_api_contract.py runs here unchanged against an API server whose
+backend creates SandboxExecutions that the operator runs on the real cluster. Plus the Kubernetes
+specifics: 50 concurrent executions, each run exactly once, and the tenant kept as a hash.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+import pytest
+
+from tests.e2e.test_operator import (  # noqa: F401  (fixtures)
+    KUBECONFIG,
+    _delete_namespace,
+    events_for,
+    get_json,
+    make_namespace,
+    operator,
+    sandbox_crd,
+)
+from tests.integration.conftest import TENANT, UNTHROTTLED, api, start_api_server  # noqa: F401  (fixtures)
+from tests.integration.test_api_contract import *  # noqa: F401,F403  (the contract tests themselves)
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="session")
+def contract_namespace(operator) -> str:  # noqa: F811
+    name = make_namespace()
+    yield name
+    _delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def api_server_env(contract_namespace) -> dict[str, str]:
+    """Overrides the integration suite's fixture: every server started here uses the cluster."""
+    return {"SANDBOX_BACKEND": "kubernetes", "KUBECONFIG": KUBECONFIG, "SANDBOX_KUBERNETES_NAMESPACE": contract_namespace}
+
+
+def test_fifty_concurrent_executions_all_complete_once(start_api_server, contract_namespace):  # noqa: F811
+    client = start_api_server(**{**UNTHROTTLED, "max_concurrent_per_key": 64})
+    code = "import sys; print('run', sys.stdin.read())"
+    with concurrent.futures.ThreadPoolExecutor(max_workers=50) as pool:
+        responses = list(pool.map(
+            lambda i: client.post("/api/sandbox/execute", json={"language": "python", "code": code, "input_data": str(i)}),
+            range(50),
+        ))
+    assert [r.status_code for r in responses] == [200] * 50, [r.text for r in responses if r.status_code != 200]
+    results = [r.json() for r in responses]
+    assert [r["status"] for r in results] == ["completed"] * 50
+    assert sorted(r["stdout"] for r in results) == sorted(f"run {i}\n" for i in range(50))
+    ids = {r["execution_id"] for r in results}
+    assert len(ids) == 50
+    for execution_id in ids:
+        resource = get_json("-n", contract_namespace, f"sbx/{execution_id}")
+        assert resource["status"]["phase"] == "completed"
+        # The tenant is recorded as a hash, never in the clear.
+        assert TENANT not in str(resource["metadata"]["labels"])
+        assert len([e for e in events_for(contract_namespace, execution_id) if e["reason"] == "Completed"]) == 1

@@ -1,0 +1,358 @@
+"""The HTTP contract, against a real server and a real backend (local here; kubernetes in tests/e2e).
+
+Nothing here assumes the local backend: no latency, no host interpreter versions, no host processes.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import hashlib
+import re
+import time
+
+import httpx
+import pytest
+
+EXECUTION_ID = re.compile(r"^exec-[0-9a-f]{20}$")
+RESULT_FIELDS = {
+    "execution_id", "language", "status", "reason", "stdout", "stderr", "exit_code", "signal", "oom_killed",
+    "duration_ms", "memory_used_mb", "output_files", "stdout_truncated", "stderr_truncated", "output_files_truncated",
+}
+HELLO = {
+    "python": "print('hello from python')",
+    "javascript": "console.log('hello from javascript')",
+    "bash": "echo 'hello from bash'",
+}
+BINARY = bytes(range(256)) * 4
+
+
+def poll_until_finished(client: httpx.Client, execution_id: str, seconds: float = 180) -> dict:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        response = client.get(f"/api/sandbox/executions/{execution_id}")
+        assert response.status_code == 200, response.text
+        if response.json()["status"] not in ("pending", "running"):
+            return response.json()
+        time.sleep(0.2)
+    raise AssertionError(f"{execution_id} did not finish in {seconds} s")
+
+
+def assert_error(response: httpx.Response, status: int, *fragments: str) -> None:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert list(body) == ["error"] and body["error"], body
+    for fragment in fragments:
+        assert fragment in body["error"], body
+
+
+# --- running code -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("language", sorted(HELLO))
+def test_hello_world_in_each_language(api, language):
+    result = api.execute(language=language, code=HELLO[language])
+    assert result["status"] == "completed", result
+    assert result["stdout"] == f"hello from {language}\n"
+    assert result["exit_code"] == 0 and result["reason"] is None
+    assert result["language"] == language
+
+
+def test_result_has_every_field_of_the_contract(api):
+    result = api.execute(language="python", code="import sys; print('out'); print('err', file=sys.stderr)")
+    assert set(result) == RESULT_FIELDS
+    assert EXECUTION_ID.match(result["execution_id"])
+    assert (result["stdout"], result["stderr"]) == ("out\n", "err\n")
+    assert isinstance(result["duration_ms"], int) and result["duration_ms"] >= 0
+    assert result["memory_used_mb"] is None or result["memory_used_mb"] >= 0
+    assert result["output_files"] == {}
+    assert not (result["stdout_truncated"] or result["stderr_truncated"] or result["output_files_truncated"])
+
+
+def test_language_aliases_resolve_to_the_catalogue_name(api):
+    assert api.execute(language="PY", code="print(1)")["language"] == "python"
+
+
+def test_stdin_reaches_the_program(api):
+    result = api.execute(language="python", code="import sys; print(sys.stdin.read().upper())", input_data="hello\nsandbox")
+    assert result["stdout"] == "HELLO\nSANDBOX\n"
+
+
+def test_the_spec_example_request(api):
+    result = api.execute(language="python", code="print(input())", input_data="Hello Sandbox!",
+                         files={"data.txt": "This is some data for the script."})
+    assert (result["status"], result["stdout"], result["exit_code"]) == ("completed", "Hello Sandbox!\n", 0)
+
+
+def test_input_files_nested_and_binary_arrive_byte_exact(api):
+    code = (
+        "import hashlib, pathlib\n"
+        "print(pathlib.Path('data.txt').read_text())\n"
+        "print(pathlib.Path('deep/er/notes.md').read_text())\n"
+        "print(hashlib.sha256(pathlib.Path('bin/blob.dat').read_bytes()).hexdigest())\n"
+    )
+    files = {
+        "data.txt": "plain text ✓",
+        "./deep//er/notes.md": "nested",
+        "bin/blob.dat": {"content": base64.b64encode(BINARY).decode(), "encoding": "base64"},
+    }
+    result = api.execute(language="python", code=code, files=files)
+    assert result["stdout"] == f"plain text ✓\nnested\n{hashlib.sha256(BINARY).hexdigest()}\n", result
+    assert result["output_files"] == {}, "unchanged inputs are not returned"
+
+
+def test_output_files_text_binary_nested_round_trip(api):
+    code = (
+        "import pathlib\n"
+        "pathlib.Path('result.txt').write_text('Script output ✓')\n"
+        "pathlib.Path('out/deep').mkdir(parents=True)\n"
+        "pathlib.Path('out/deep/blob.bin').write_bytes(bytes(range(256)) * 4)\n"
+        "pathlib.Path('input.txt').write_text('changed')\n"
+    )
+    result = api.execute(language="python", code=code, files={"input.txt": "original", "kept.txt": "same"})
+    files = result["output_files"]
+    assert files["result.txt"] == "Script output ✓"
+    assert files["input.txt"] == "changed"
+    assert base64.b64decode(files["out/deep/blob.bin"]["content"]) == BINARY
+    assert files["out/deep/blob.bin"]["encoding"] == "base64"
+    assert "kept.txt" not in files and "main.py" not in files
+
+
+@pytest.mark.parametrize("language,code", [
+    ("python", "import sys; sys.exit(3)"),
+    ("javascript", "process.exit(3)"),
+    ("bash", "exit 3"),
+])
+def test_non_zero_exit_is_error_runtime_with_the_code(api, language, code):
+    result = api.execute(language=language, code=code)
+    assert (result["status"], result["exit_code"]) == ("error_runtime", 3)
+    assert "3" in result["reason"]
+
+
+def test_killed_by_signal_reports_the_signal(api):
+    result = api.execute(language="bash", code="kill -SEGV $$")
+    assert result["status"] == "error_runtime"
+    assert result["signal"] == "SIGSEGV" and result["exit_code"] == 128 + 11
+
+
+def test_wall_clock_limit_ends_as_timeout(api):
+    result = api.execute(language="python", code="import time\nprint('started', flush=True)\ntime.sleep(60)", timeout_seconds=2)
+    assert result["status"] == "timeout", result
+    assert result["stdout"] == "started\n"
+    assert result["reason"]
+
+
+def test_flood_of_stdout_is_capped_and_flagged_and_server_stays_healthy(api):
+    result = api.execute(language="python", code="import sys\nchunk = 'x' * 1048576\nfor _ in range(100):\n    sys.stdout.write(chunk)\n", timeout_seconds=30)
+    assert result["status"] == "completed", result["reason"]
+    assert result["stdout_truncated"] is True
+    assert 0 < len(result["stdout"]) <= 1024 * 1024
+    assert api.get("/healthz").status_code == 200
+    assert api.execute(language="bash", code="echo still fine")["stdout"] == "still fine\n"
+
+
+# --- not waiting, reading back, tenants ------------------------------------------------------------
+
+def test_not_waiting_returns_202_then_the_result_by_id(api):
+    response = api.post("/api/sandbox/execute", json={"language": "bash", "code": "sleep 1; echo later", "wait": False})
+    assert response.status_code == 202, response.text
+    accepted = response.json()
+    assert EXECUTION_ID.match(accepted["execution_id"]) and accepted["status"] in ("pending", "running")
+    result = poll_until_finished(api, accepted["execution_id"])
+    assert (result["status"], result["stdout"]) == ("completed", "later\n")
+
+
+def test_a_finished_result_reads_back_the_same(api):
+    result = api.execute(language="bash", code="echo again")
+    again = api.get(f"/api/sandbox/executions/{result['execution_id']}")
+    assert again.status_code == 200 and again.json() == result
+
+
+def test_another_tenants_execution_is_not_found(api):
+    result = api.execute(language="bash", code="echo mine")
+    assert_error(api.other_tenant.get(f"/api/sandbox/executions/{result['execution_id']}"), 404)
+
+
+@pytest.mark.parametrize("execution_id", ["exec-00000000000000000000", "nonsense", "x" * 300])
+def test_unknown_execution_is_404(api, execution_id):
+    assert_error(api.get(f"/api/sandbox/executions/{execution_id}"), 404)
+
+
+# --- authentication ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", ["/api/sandbox/languages", "/api/sandbox/executions/exec-00000000000000000000"])
+def test_missing_key_is_401(api, path):
+    assert_error(api.anonymous.get(path), 401, "missing API key")
+
+
+def test_wrong_key_is_401(api):
+    response = api.anonymous.post("/api/sandbox/execute", json={"language": "bash", "code": "echo"},
+                                  headers={"Authorization": "Bearer sbx_not-a-real-key"})
+    assert_error(response, 401, "invalid API key")
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["../escape.txt", "a/../../b", "/etc/passwd", "..", "", "a\\b", "x\x00y", "./"])
+def test_traversal_and_bad_file_names_are_400(api, name):
+    assert_error(api.post("/api/sandbox/execute", json={"language": "bash", "code": "ls", "files": {name: "x"}}), 400)
+
+
+def test_unsupported_language_is_400_with_the_specs_message(api):
+    assert_error(api.post("/api/sandbox/execute", json={"language": "cobol", "code": "x"}), 400, "Unsupported language: 'cobol'")
+
+
+@pytest.mark.parametrize("body,fragment", [
+    ({"language": "bash", "code": "echo", "timeout_seconds": 100000}, "timeout_seconds"),
+    ({"language": "bash", "code": "echo", "timeout_seconds": 0}, "timeout_seconds"),
+    ({"language": "bash", "code": "echo", "max_memory_mb": 10**6}, "max_memory_mb"),
+    ({"language": "bash", "code": "echo", "unknown": 1}, "unknown"),
+    ({"language": "bash"}, "code"),
+    ({"language": "bash", "code": "echo", "timeout_seconds": "5"}, "timeout_seconds"),
+    ({"language": "bash", "code": "echo", "files": {"b.bin": {"content": "%%%", "encoding": "base64"}}}, "base64"),
+    ({"language": "bash", "code": "echo", "files": {"b.bin": {"content": "", "encoding": "rot13"}}}, "encoding"),
+    ({"language": "bash", "code": "echo", "files": {"main.sh": "x"}}, "main.sh"),
+])
+def test_invalid_requests_are_400_and_say_what_is_wrong(api, body, fragment):
+    assert_error(api.post("/api/sandbox/execute", json=body), 400, fragment)
+
+
+def test_malformed_json_is_400(api):
+    response = api.post("/api/sandbox/execute", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert_error(response, 400)
+
+
+def test_oversized_body_is_413(api):
+    body = {"language": "bash", "code": "echo", "input_data": "x" * (2 * 1024 * 1024)}
+    assert_error(api.post("/api/sandbox/execute", json=body), 413)
+
+
+def test_oversized_chunked_body_is_413(api):
+    def chunks():
+        yield b'{"language": "bash", "code": "echo", "input_data": "'
+        for _ in range(64):
+            yield b"x" * 65536
+        yield b'"}'
+
+    response = api.post("/api/sandbox/execute", content=chunks(), headers={"Content-Type": "application/json"})
+    assert "content-length" not in response.request.headers
+    assert_error(response, 413)
+
+
+def test_unknown_path_and_method_answer_in_the_error_shape(api):
+    assert_error(api.get("/no/such/thing"), 404)
+    response = api.delete("/api/sandbox/languages")
+    assert_error(response, 405)
+    assert "GET" in response.headers["Allow"]
+
+
+# --- discovery and operations ------------------------------------------------------------------
+
+def test_languages_lists_python_javascript_bash_with_versions(api):
+    response = api.get("/api/sandbox/languages")
+    assert response.status_code == 200
+    languages = {entry["name"]: entry for entry in response.json()["languages"]}
+    assert {"python", "javascript", "bash"} <= set(languages)
+    for entry in languages.values():
+        assert re.match(r"^\d+(\.\d+)*", entry["version"]), entry
+    assert "js" in languages["javascript"]["aliases"]
+
+
+def test_health_readiness_and_metrics(api):
+    assert api.anonymous.get("/healthz").json()["status"] == "ok"
+    ready = api.anonymous.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "ok"
+    api.execute(language="bash", code="true")
+    metrics = api.anonymous.get("/metrics").text
+    assert 'sandbox_executions_total{language="bash",status="completed"}' in metrics
+    assert "sandbox_execution_duration_seconds_bucket" in metrics
+    assert "sandbox_executions_in_flight" in metrics
+    assert 'route="/api/sandbox/execute"' in metrics
+    assert 'route="/no/such/thing"' not in metrics, "raw paths must not become labels"
+
+
+def test_openapi_declares_responses_and_operation_ids(api):
+    schema = api.get("/openapi.json").json()
+    execute = schema["paths"]["/api/sandbox/execute"]["post"]
+    assert execute["operationId"] == "execute_code"
+    assert {"200", "202", "400", "401", "413", "429"} <= set(execute["responses"])
+    assert schema["paths"]["/api/sandbox/executions/{execution_id}"]["get"]["operationId"] == "get_execution"
+    assert "bearer" in str(schema["components"]["securitySchemes"]).lower()
+
+
+# --- limits ------------------------------------------------------------------------------------
+
+def test_rate_limit_is_429_with_retry_after(start_api_server):
+    limited = start_api_server(rate_per_minute=1, rate_burst=3)
+    statuses = [limited.get("/api/sandbox/languages").status_code for _ in range(5)]
+    assert statuses[:3] == [200, 200, 200] and statuses[3:] == [429, 429]
+    response = limited.get("/api/sandbox/languages")
+    assert_error(response, 429, "rate limit")
+    assert int(response.headers["Retry-After"]) >= 1
+    assert limited.other_tenant.get("/api/sandbox/languages").status_code == 200, "limits are per key"
+
+
+def test_per_key_concurrency_is_429_with_retry_after(start_api_server):
+    limited = start_api_server(max_concurrent_per_key=1)
+    first = limited.post("/api/sandbox/execute", json={"language": "bash", "code": "sleep 3", "wait": False})
+    assert first.status_code == 202
+    second = limited.post("/api/sandbox/execute", json={"language": "bash", "code": "echo"})
+    assert_error(second, 429, "unfinished")
+    assert second.headers["Retry-After"]
+    assert limited.other_tenant.post("/api/sandbox/execute", json={"language": "bash", "code": "echo"}).status_code == 200
+    poll_until_finished(limited, first.json()["execution_id"])
+    # The slot frees when the server sees the end, which may trail the result becoming readable.
+    deadline = time.monotonic() + 10
+    while (third := limited.post("/api/sandbox/execute", json={"language": "bash", "code": "echo"})).status_code == 429:
+        assert time.monotonic() < deadline, "the finished execution's slot was never released"
+        time.sleep(0.1)
+    assert third.status_code == 200, third.text
+
+
+def test_fifty_concurrent_requests_beyond_the_cap_complete_or_get_429(start_api_server):
+    limited = start_api_server(max_in_flight=6, max_concurrent_per_key=64, rate_per_minute=100000, rate_burst=1000)
+
+    def one(index: int) -> tuple[int, dict]:
+        response = limited.post("/api/sandbox/execute", json={"language": "bash", "code": f"sleep 0.2; echo {index}"})
+        return response.status_code, response.json()
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=50) as pool:
+        outcomes = list(pool.map(one, range(50)))
+    assert len(outcomes) == 50
+    completed = [(index, body) for index, (status, body) in enumerate(outcomes) if status == 200]
+    refused = [body for status, body in outcomes if status == 429]
+    assert len(completed) + len(refused) == 50, [status for status, _ in outcomes]
+    assert completed and refused, "the cap of 6 must both admit and refuse some of 50"
+    for index, body in completed:
+        assert (body["status"], body["stdout"]) == ("completed", f"{index}\n")
+        assert limited.get(f"/api/sandbox/executions/{body['execution_id']}").json() == body
+    assert all("capacity" in body["error"] for body in refused)
+
+
+# --- property-based fuzzing from the server's own OpenAPI document ------------------------------
+
+def test_fuzzing_from_the_openapi_document_finds_no_server_error(api):
+    """Every operation, with schemathesis' default checks (5xx, status codes, schemas, auth).
+
+    Left out: positive_data_acceptance, because the server rightly refuses schema-valid requests
+    whose meaning is wrong (a language not in the catalogue, limits above the configured maxima,
+    `..` in a file name, bad base64) with 400.
+    """
+    import hypothesis
+    import schemathesis
+    from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+    schema = schemathesis.openapi.from_url(f"{api.base_url}/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) >= 6
+
+    for operation in operations:
+        @hypothesis.given(case=operation.as_strategy())
+        @hypothesis.settings(max_examples=40, deadline=None, database=None,
+                             suppress_health_check=list(hypothesis.HealthCheck))
+        def fuzz(case):
+            # On the case itself, so the ignored_auth check can strip it and expect a 401.
+            case.headers = {**(case.headers or {}), "Authorization": api.headers["Authorization"]}
+            case.call_and_validate(base_url=str(api.base_url), excluded_checks=[positive_data_acceptance])
+
+        fuzz()

@@ -1,0 +1,62 @@
+"""API keys, rate limiting and admission, as plain objects."""
+
+from __future__ import annotations
+
+import pytest
+
+from sandbox_api.auth import KeyConfigError, KeyRing, digest, generate_key, parse_key_entries
+from sandbox_api.limits import Admission, LimitExceeded, RateLimiter, TokenBucket
+
+
+def test_keys_are_kept_only_as_digests_and_map_to_tenants():
+    key = generate_key()
+    ring = KeyRing(parse_key_entries(f"# comment\nteam-a:{digest(key)}\n\n", source="test"))
+    assert ring.tenant_for(key) == "team-a"
+    assert ring.tenant_for(key + "x") is None
+    assert key not in repr(ring.__dict__)
+
+
+def test_generated_keys_are_long_and_distinct():
+    keys = {generate_key() for _ in range(100)}
+    assert len(keys) == 100 and all(len(key) >= 40 for key in keys)
+
+
+@pytest.mark.parametrize("entry", ["team-a:short", "Team:" + "a" * 64, "no-colon", ":" + "a" * 64])
+def test_malformed_key_entries_are_refused(entry):
+    with pytest.raises(KeyConfigError):
+        parse_key_entries(entry, source="test")
+
+
+def test_comma_separated_entries_from_the_environment():
+    line = f"a:{'1' * 64},b:{'2' * 64}"
+    assert parse_key_entries(line, source="env") == {"1" * 64: "a", "2" * 64: "b"}
+
+
+def test_token_bucket_refills_at_its_rate():
+    bucket = TokenBucket(rate_per_s=2, burst=2, tokens=2, updated=0)
+    assert bucket.take(0) == 0 and bucket.take(0) == 0
+    assert bucket.take(0) == pytest.approx(0.5)
+    assert bucket.take(0.5) == 0
+
+
+def test_rate_limiter_is_per_tenant():
+    limiter = RateLimiter(per_minute=1, burst=1)
+    limiter.check("a")
+    with pytest.raises(LimitExceeded) as refused:
+        limiter.check("a")
+    assert refused.value.retry_after_s >= 1
+    limiter.check("b")
+
+
+def test_admission_caps_per_tenant_and_in_total():
+    admission = Admission(per_tenant=2, total=3)
+    admission.admit("a")
+    admission.admit("a")
+    with pytest.raises(LimitExceeded, match="unfinished"):
+        admission.admit("a")
+    admission.admit("b")
+    with pytest.raises(LimitExceeded, match="capacity"):
+        admission.admit("c")
+    admission.release("a")
+    admission.admit("c")
+    assert admission.in_flight == 3

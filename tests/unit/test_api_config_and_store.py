@@ -1,0 +1,83 @@
+"""Settings from the environment and flags; the bounded result store; result parsing."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+import pytest
+
+from sandbox_api.backends.bubblewrap import parse_result
+from sandbox_api.config import add_arguments, markdown_table, settings_from_args, settings_from_env
+from sandbox_api.models import ExecutionResult
+from sandbox_api.store import ExecutionStore
+
+
+def test_settings_come_from_sandbox_variables():
+    settings = settings_from_env({"SANDBOX_PORT": "9001", "SANDBOX_INSECURE_NO_AUTH": "true",
+                                  "SANDBOX_LANGUAGES_FILE": "/x.yaml"})
+    assert (settings.port, settings.insecure_no_auth, settings.languages_file) == (9001, True, "/x.yaml")
+    assert settings.limits().max_timeout_seconds == 60
+
+
+@pytest.mark.parametrize("variable,value", [("SANDBOX_PORT", "eighty"), ("SANDBOX_INSECURE_NO_AUTH", "maybe")])
+def test_bad_variables_are_named(variable, value):
+    with pytest.raises(ValueError, match=variable):
+        settings_from_env({variable: value})
+
+
+def test_flags_override_the_environment(monkeypatch):
+    monkeypatch.setenv("SANDBOX_PORT", "9001")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert settings_from_args(parser.parse_args(["--port", "9002"])).port == 9002
+    assert settings_from_args(parser.parse_args([])).port == 9001
+
+
+def test_the_readme_table_lists_every_setting():
+    table = markdown_table()
+    assert "`SANDBOX_MAX_BODY_BYTES`" in table and "`--insecure-no-auth`" in table
+
+
+def _state(execution_id: str, status: str) -> ExecutionResult:
+    return ExecutionResult(execution_id=execution_id, language="python", status=status)
+
+
+def test_store_scopes_by_tenant_and_wakes_waiters():
+    async def scenario():
+        store = ExecutionStore(retention_seconds=60, max_records=10)
+        store.add("exec-1", "a", _state("exec-00000000000000000001", "pending"))
+        assert store.get("exec-1", "b") is None
+        waiter = asyncio.create_task(store.wait("exec-1", "a", 10))
+        await asyncio.sleep(0)
+        store.update("exec-1", _state("exec-00000000000000000001", "completed"))
+        assert (await waiter).status == "completed"
+        assert (await store.wait("exec-1", "a", 0)).status == "completed"
+        assert await store.wait("exec-1", "b", 0) is None
+
+    asyncio.run(scenario())
+
+
+def test_store_forgets_oldest_finished_beyond_its_bound_but_keeps_running_ones():
+    store = ExecutionStore(retention_seconds=60, max_records=3)
+    store.add("running", "a", _state("exec-00000000000000000000", "running"))
+    for index in range(5):
+        store.add(f"done-{index}", "a", _state("exec-00000000000000000000", "pending"))
+        store.update(f"done-{index}", _state("exec-00000000000000000000", "completed"))
+    assert store.get("running", "a") is not None
+    assert store.get("done-4", "a") is not None
+    assert store.get("done-0", "a") is None
+
+
+def test_store_forgets_finished_results_after_retention():
+    store = ExecutionStore(retention_seconds=0, max_records=10)
+    store.add("x", "a", _state("exec-00000000000000000000", "pending"))
+    store.update("x", _state("exec-00000000000000000000", "completed"))
+    assert store.get("x", "a") is None
+
+
+def test_result_line_is_the_last_marked_line():
+    out = b'noise\n@@sandbox-result@@ {"status": "error_setup"}\n@@sandbox-result@@ {"status": "completed"}\n'
+    assert parse_result(out) == {"status": "completed"}
+    assert parse_result(b"@@sandbox-result@@ {broken\n") is None
+    assert parse_result(b"") is None

@@ -1,0 +1,94 @@
+"""The shared contract: file-name validation, limits, and the runner's spec document."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from sandbox_operator.catalogue import load_catalogue
+from sandbox_operator.runner_spec import (
+    ExecutionLimits,
+    InputFile,
+    InvalidSpecError,
+    build_runner_spec,
+    normalise_input_files,
+    validate_file_path,
+)
+
+PYTHON = load_catalogue().find("python")
+
+
+@pytest.mark.parametrize("given,expected", [
+    ("data.txt", "data.txt"),
+    ("./a//b/./c.txt", "a/b/c.txt"),
+    ("dir/", "dir"),
+    ("ünï cødé.txt", "ünï cødé.txt"),
+])
+def test_file_paths_are_normalised(given, expected):
+    assert validate_file_path(given) == expected
+
+
+@pytest.mark.parametrize("path,fragment", [
+    ("", "non-empty"),
+    ("/etc/passwd", "relative"),
+    ("../x", ".."),
+    ("a/../../x", ".."),
+    ("a/..", ".."),
+    (".", "does not name"),
+    ("a\\b", "backslash"),
+    ("a\x00b", "control"),
+    ("x" * 300, "longer"),
+    ("/".join("d" * 9) + "/f", "deeper"),
+])
+def test_bad_file_paths_are_refused_with_a_reason(path, fragment):
+    with pytest.raises(InvalidSpecError, match=fragment):
+        validate_file_path(path)
+
+
+def test_files_clashing_with_each_other_or_the_code_are_refused():
+    with pytest.raises(InvalidSpecError, match="twice"):
+        normalise_input_files([InputFile("a.txt", ""), InputFile("./a.txt", "")], main_file="main.py")
+    with pytest.raises(InvalidSpecError, match="code file"):
+        normalise_input_files([InputFile("main.py", "")], main_file="main.py")
+    with pytest.raises(InvalidSpecError, match="directory"):
+        normalise_input_files([InputFile("a", ""), InputFile("a/b", "")], main_file="main.py")
+    with pytest.raises(InvalidSpecError, match="base64"):
+        normalise_input_files([InputFile("b", "@@", "base64")], main_file="main.py")
+    with pytest.raises(InvalidSpecError, match="at most"):
+        normalise_input_files([InputFile(f"f{i}", "") for i in range(33)], main_file="main.py")
+
+
+def test_limits_default_and_bounds():
+    limits = ExecutionLimits()
+    assert limits.resolve(None, None) == (10, 256)
+    assert limits.resolve(60, 1024) == (60, 1024)
+    for timeout, memory in [(0, None), (61, None), (None, 15), (None, 1025)]:
+        with pytest.raises(InvalidSpecError):
+            limits.resolve(timeout, memory)
+
+
+def test_spec_document_follows_the_runner_protocol():
+    blob = base64.b64encode(b"\x00\xff").decode()
+    spec = build_runner_spec(
+        language=PYTHON, code="print(1)", stdin="in", files=[InputFile("./d/x.bin", blob, "base64")],
+        timeout_seconds=5, max_memory_mb=64, workdir="/w",
+    )
+    assert spec["command"] == ["python3", "/w/main.py"]
+    assert spec["workdir"] == "/w"
+    assert spec["files"] == [
+        {"path": "main.py", "content": "print(1)", "encoding": "utf-8"},
+        {"path": "d/x.bin", "content": blob, "encoding": "base64"},
+    ]
+    assert (spec["stdin"], spec["timeout_seconds"], spec["max_memory_mb"], spec["max_processes"]) == ("in", 5, 64, None)
+    assert spec["env"]["HOME"] == "/w" and "PATH" in spec["env"]
+    assert spec["limits"]["result_bytes"] == 1024 * 1024
+    assert set(spec["limits"]) == {"stdout_bytes", "stderr_bytes", "output_files", "output_file_bytes",
+                                   "output_files_bytes", "result_bytes"}
+
+
+def test_a_request_and_its_result_fit_in_one_kubernetes_object():
+    from sandbox_api.config import Settings
+
+    # etcd refuses requests over ~1.5 MiB; the custom resource carries the request and the result.
+    assert Settings().max_body_bytes + ExecutionLimits().output.result_bytes < 1.5 * 1024 * 1024 - 64 * 1024

@@ -1,0 +1,54 @@
+"""The API's Kubernetes backend: request -> SandboxExecution, and status -> ExecutionResult (plain objects)."""
+
+from __future__ import annotations
+
+from sandbox_api.backends.base import Execution
+from sandbox_api.backends.kubernetes import resource_for, result_from_resource
+from sandbox_operator import contract
+from sandbox_operator.outcomes import status_from_result
+from sandbox_operator.runner_spec import InputFile
+
+EXECUTION = Execution(
+    id="exec-0123456789abcdef0123", tenant="tenant-a", language="python", code="print(input())",
+    stdin="hi", files=(InputFile(path="d/in.bin", content="AAE=", encoding="base64"),),
+    timeout_seconds=5, max_memory_mb=128,
+)
+
+
+def test_resource_carries_the_request_and_a_hashed_tenant():
+    resource = resource_for(EXECUTION, retention_seconds=600)
+    assert resource["apiVersion"] == "sandbox.dev/v1alpha1" and resource["kind"] == "SandboxExecution"
+    assert resource["metadata"]["name"] == EXECUTION.id
+    tenant_label = resource["metadata"]["labels"][contract.LABEL_TENANT]
+    assert tenant_label == contract.tenant_label_value("tenant-a") and "tenant-a" not in tenant_label
+    assert len(tenant_label) <= 63
+    assert resource["spec"] == {
+        "language": "python", "code": "print(input())", "stdin": "hi",
+        "files": [{"name": "d/in.bin", "content": "AAE=", "encoding": "base64"}],
+        "timeoutSeconds": 5, "maxMemoryMb": 128, "ttlSecondsAfterFinished": 600,
+    }
+
+
+def test_no_stdin_leaves_the_field_out():
+    execution = Execution(**{**EXECUTION.__dict__, "stdin": None})
+    assert "stdin" not in resource_for(execution, retention_seconds=1)["spec"]
+
+
+def test_a_new_resource_reads_as_pending():
+    result = result_from_resource(resource_for(EXECUTION, retention_seconds=1))
+    assert (result.status, result.execution_id, result.language) == ("pending", EXECUTION.id, "python")
+
+
+def test_status_round_trips_the_runner_result_into_the_api_model():
+    document = {
+        "status": "error_runtime", "reason": "exited with code 3", "exit_code": 3, "signal": None,
+        "oom_killed": False, "stdout": "out", "stderr": "err", "stdout_truncated": True, "stderr_truncated": False,
+        "duration_ms": 40, "memory_used_mb": 7, "output_files_truncated": False,
+        "output_files": {"a.txt": "text", "b.bin": {"content": "AAE=", "encoding": "base64"}},
+    }
+    resource = {**resource_for(EXECUTION, retention_seconds=1), "status": status_from_result(document)}
+    result = result_from_resource(resource)
+    assert result.status == "error_runtime" and result.reason == "exited with code 3"
+    assert (result.exit_code, result.stdout, result.stderr, result.stdout_truncated) == (3, "out", "err", True)
+    assert (result.duration_ms, result.memory_used_mb) == (40, 7)
+    assert result.model_dump()["output_files"] == {"a.txt": "text", "b.bin": {"content": "AAE=", "encoding": "base64"}}

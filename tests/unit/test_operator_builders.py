@@ -1,0 +1,109 @@
+"""The ConfigMap, Job and NetworkPolicy builders: every hardening item of DESIGN.md, on plain objects."""
+
+from __future__ import annotations
+
+import json
+
+from sandbox_operator import contract
+from sandbox_operator.builders import (
+    WORK_DIR,
+    build_configmap_for,
+    build_job_for,
+    build_network_policy,
+    runner_source,
+)
+from sandbox_operator.catalogue import load_catalogue
+from sandbox_operator.config import OperatorConfig
+from sandbox_operator.runner_spec import InputFile, build_runner_spec
+
+NAME = "exec-0123456789abcdef0123"
+PYTHON = load_catalogue().find("python")
+
+
+def job(config: OperatorConfig = OperatorConfig(), timeout: int = 5, memory: int = 128) -> dict:
+    return build_job_for(NAME, language=PYTHON, timeout_seconds=timeout, memory_mb=memory, config=config)
+
+
+def test_children_have_deterministic_names_and_labels():
+    built = job()
+    spec = build_runner_spec(language=PYTHON, code="print(1)", stdin=None, files=[], timeout_seconds=5,
+                             max_memory_mb=128, workdir=WORK_DIR)
+    configmap = build_configmap_for(NAME, language=PYTHON, runner_spec=spec, runner="# runner")
+    assert built["metadata"]["name"] == configmap["metadata"]["name"] == "sbx-" + NAME
+    assert built == job(), "the same execution must always give the same Job"
+    for labels in (built["metadata"]["labels"], configmap["metadata"]["labels"]):
+        assert labels[contract.LABEL_EXECUTION] == NAME
+        assert labels[contract.LABEL_MANAGED_BY] == contract.MANAGED_BY
+        assert labels[contract.LABEL_LANGUAGE] == "python"
+    assert built["spec"]["template"]["metadata"]["labels"][contract.LABEL_SANDBOX] == "true"
+
+
+def test_configmap_carries_runner_and_spec_immutably():
+    spec = build_runner_spec(language=PYTHON, code="print(input())", stdin="hi",
+                             files=[InputFile(path="data/in.txt", content="x")], timeout_seconds=5,
+                             max_memory_mb=128, workdir=WORK_DIR)
+    configmap = build_configmap_for(NAME, language=PYTHON, runner_spec=spec, runner=runner_source())
+    assert configmap["immutable"] is True
+    assert "@@sandbox-result@@" in configmap["data"]["runner.py"]
+    document = json.loads(configmap["data"]["spec.json"])
+    assert document["workdir"] == WORK_DIR
+    assert document["stdin"] == "hi"
+    assert [f["path"] for f in document["files"]] == ["main.py", "data/in.txt"]
+
+
+def test_job_never_retries_and_has_a_deadline():
+    spec = job(OperatorConfig(setup_deadline_seconds=60), timeout=7)["spec"]
+    assert spec["backoffLimit"] == 0
+    assert spec["activeDeadlineSeconds"] == 60 + 7 + 30
+    assert spec["ttlSecondsAfterFinished"] > 0
+    assert spec["template"]["spec"]["restartPolicy"] == "Never"
+
+
+def test_pod_runs_the_runner_from_the_configmap_as_uid_65532():
+    pod = job()["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["image"] == PYTHON.image
+    assert container["imagePullPolicy"] == "IfNotPresent"
+    assert container["command"] == ["python3", "-I", "/sandbox/runner/runner.py", "/sandbox/runner/spec.json"]
+    assert pod["securityContext"]["runAsUser"] == container["securityContext"]["runAsUser"] == 65532
+    assert pod["securityContext"]["runAsGroup"] == 65532
+    runner_volume = next(v for v in pod["volumes"] if v["name"] == "runner")
+    assert runner_volume["configMap"]["name"] == "sbx-" + NAME
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert mounts["/sandbox/runner"]["readOnly"] is True
+    assert set(mounts) == {"/sandbox/runner", WORK_DIR, "/tmp"}
+
+
+def test_pod_hardening_items():
+    pod = job()["spec"]["template"]["spec"]
+    context = pod["containers"][0]["securityContext"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["enableServiceLinks"] is False
+    assert not pod["hostNetwork"] and not pod["hostPID"] and not pod["hostIPC"]
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["privileged"] is False
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["dnsPolicy"] == "None"
+    for volume in pod["volumes"]:
+        assert "hostPath" not in volume
+        if "emptyDir" in volume:
+            assert volume["emptyDir"]["sizeLimit"].endswith("Mi")
+    assert "runtimeClassName" not in pod and "nodeSelector" not in pod and "tolerations" not in pod
+
+
+def test_memory_limit_is_request_plus_runner_headroom_and_all_limits_are_set():
+    resources = job(OperatorConfig(runner_memory_headroom_mb=48), memory=200)["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert resources["limits"]["memory"] == "248Mi"
+    assert resources["requests"]["memory"] == "248Mi"
+    assert {"cpu", "memory", "ephemeral-storage"} <= set(resources["limits"])
+
+
+def test_network_policy_denies_everything_for_sandbox_pods():
+    policy = build_network_policy()
+    assert policy["metadata"]["name"] == contract.NETWORK_POLICY_NAME
+    assert policy["spec"]["podSelector"] == {"matchLabels": {contract.LABEL_SANDBOX: "true"}}
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert "ingress" not in policy["spec"] and "egress" not in policy["spec"]

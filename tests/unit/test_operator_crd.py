@@ -1,0 +1,72 @@
+"""The CRD manifest matches the contract the operator and the API code against."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from sandbox_operator import contract
+from sandbox_operator.config import ConfigError, OperatorConfig
+
+CRD = yaml.safe_load((Path(__file__).parents[2] / "manifests" / "crd.yaml").read_text())
+VERSION = CRD["spec"]["versions"][0]
+SCHEMA = VERSION["schema"]["openAPIV3Schema"]
+
+
+def test_names_match_the_contract():
+    assert CRD["metadata"]["name"] == f"{contract.PLURAL}.{contract.GROUP}"
+    assert CRD["spec"]["group"] == contract.GROUP
+    assert CRD["spec"]["names"]["kind"] == contract.KIND
+    assert CRD["spec"]["names"]["shortNames"] == ["sbx"]
+    assert CRD["spec"]["scope"] == "Namespaced"
+    assert VERSION["name"] == contract.VERSION and VERSION["subresources"] == {"status": {}}
+
+
+def test_printer_columns():
+    columns = [column["name"] for column in VERSION["additionalPrinterColumns"]]
+    assert columns[:4] == ["Language", "Phase", "Exit", "Duration-ms"] and columns[-1] == "Age"
+
+
+def test_phases_are_the_api_status_vocabulary():
+    phases = SCHEMA["properties"]["status"]["properties"]["phase"]["enum"]
+    assert set(phases) == {contract.PHASE_PENDING, contract.PHASE_RUNNING, *contract.TERMINAL_PHASES}
+    assert set(contract.CONDITION_REASONS) == contract.TERMINAL_PHASES
+
+
+def test_spec_is_validated_and_immutable():
+    spec = SCHEMA["properties"]["spec"]
+    assert spec["required"] == ["language", "code"]
+    assert spec["x-kubernetes-validations"][0]["rule"] == "self == oldSelf"
+    assert spec["properties"]["ttlSecondsAfterFinished"]["default"] == 3600
+    name = spec["properties"]["files"]["items"]["properties"]["name"]
+    assert len(name["x-kubernetes-validations"]) == 3
+    assert spec["properties"]["files"]["x-kubernetes-list-map-keys"] == ["name"]
+
+
+def test_status_keeps_kopf_bookkeeping():
+    assert SCHEMA["properties"]["status"]["properties"]["kopf"]["x-kubernetes-preserve-unknown-fields"] is True
+
+
+def test_operator_config_from_env():
+    config = OperatorConfig.from_env({
+        "SANDBOX_NAMESPACES": "a, b", "SANDBOX_SETUP_DEADLINE_SECONDS": "30",
+        "SANDBOX_RUNTIME_CLASS": "gvisor", "SANDBOX_NODE_SELECTOR": '{"pool": "sandbox"}',
+        "SANDBOX_MAX_TIMEOUT_SECONDS": "120",
+    })
+    assert config.namespaces == ("a", "b")
+    assert config.setup_deadline_seconds == 30
+    assert config.runtime_class_name == "gvisor"
+    assert config.node_selector == {"pool": "sandbox"}
+    assert config.limits.max_timeout_seconds == 120
+    assert OperatorConfig.from_env({"SANDBOX_NAMESPACES": "*"}).namespaces == ()
+
+
+def test_operator_config_errors_name_the_variable():
+    for env in ({"SANDBOX_SETUP_DEADLINE_SECONDS": "soon"}, {"SANDBOX_TOLERATIONS": "{}"}):
+        try:
+            OperatorConfig.from_env(env)
+        except ConfigError as error:
+            assert next(iter(env)) in str(error)
+        else:
+            raise AssertionError(f"{env} was accepted")
