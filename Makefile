@@ -43,5 +43,19 @@ cluster-status:
 images:  ## rebuild the runtime images and import them into the cluster's containerd
 	hack/images.sh build
 
+# `make deploy`: the chart into the local cluster (images built and imported first), then `helm test`.
+SANDBOX_CLUSTER_DIR ?= /var/lib/sandbox-cluster
+RELEASE ?= code-sandbox
+RELEASE_NAMESPACE ?= sandbox-system
+CLUSTER_KUBECTL = KUBECONFIG=$(SANDBOX_CLUSTER_DIR)/kubeconfig $(SANDBOX_CLUSTER_DIR)/bin/kubectl
+CLUSTER_HELM = KUBECONFIG=$(SANDBOX_CLUSTER_DIR)/kubeconfig $(SANDBOX_CLUSTER_DIR)/bin/helm
+
+deploy:  ## build and import the API and operator images, helm upgrade --install, wait, helm test
+	hack/component-images.sh build
+	$(CLUSTER_KUBECTL) create namespace $(RELEASE_NAMESPACE) --dry-run=client -o yaml | $(CLUSTER_KUBECTL) apply -f -
+	$(CLUSTER_KUBECTL) label namespace $(RELEASE_NAMESPACE) --overwrite pod-security.kubernetes.io/enforce=restricted
+	$(CLUSTER_HELM) upgrade --install $(RELEASE) charts/code-sandbox --namespace $(RELEASE_NAMESPACE) --wait --timeout 5m
+	$(CLUSTER_HELM) test $(RELEASE) --namespace $(RELEASE_NAMESPACE) --logs --timeout 5m
+
 bench: install
 	$(PY) bench/run.py

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -44,8 +45,18 @@ def percentile(samples: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
+def timed_ms(argv: list[str], samples: int, *, stdin: bytes = b"", env: dict[str, str] | None = None) -> list[float]:
+    """Wall time of each of `samples` runs of `argv`."""
+    timings = []
+    for _ in range(samples):
+        started = time.perf_counter()
+        subprocess.run(argv, input=stdin, env=env, check=True, stdout=subprocess.DEVNULL)
+        timings.append((time.perf_counter() - started) * 1000)
+    return timings
+
+
 def bare_start_ms(language: str, samples: int) -> list[float]:
-    """Wall time of starting the interpreter on the hello-world file, as the sandbox does.
+    """Starting the interpreter on the hello-world file, as the sandbox does, without the sandbox.
 
     With the sandbox's clean environment: the host's (NODE_EXTRA_CA_CERTS, for one) can slow a start.
     """
@@ -53,37 +64,26 @@ def bare_start_ms(language: str, samples: int) -> list[float]:
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory, main_file)
         path.write_text(code)
-        timings = []
-        for _ in range(samples):
-            started = time.perf_counter()
-            subprocess.run([*argv, str(path)], check=True, stdout=subprocess.DEVNULL, env=sandbox_environment(directory))
-            timings.append((time.perf_counter() - started) * 1000)
-    return timings
-
-
-def timed_ms(argv: list[str], samples: int, stdin: bytes = b"") -> list[float]:
-    timings = []
-    for _ in range(samples):
-        started = time.perf_counter()
-        subprocess.run(argv, input=stdin, check=True, stdout=subprocess.DEVNULL)
-        timings.append((time.perf_counter() - started) * 1000)
-    return timings
+        return timed_ms([*argv, str(path)], samples, env=sandbox_environment(directory))
 
 
 def sandbox_breakdown(samples: int) -> list[tuple[str, list[float]]]:
-    """The sandbox's layers, timed without HTTP: what each adds to a python hello-world."""
+    """The sandbox's layers, timed without HTTP, cgroup or warm pool (bubblewrap started as root)."""
     host = prepare_host(Path(str(resources.files("sandbox_runner").joinpath("runner.py"))))
-    argv = bwrap_argv(host, workdir="/sandbox/work")
-    bare_bwrap = argv[: argv.index("--")] + ["--", "true"]
-    python = load_catalogue().find("python")
-    spec = build_runner_spec(language=python, code="print('hello')", stdin=None, files=[], timeout_seconds=10,
-                             max_memory_mb=256)
-    spec_true = {**spec, "command": ["true"]}
-    return [
-        ("bubblewrap running `true`", timed_ms(bare_bwrap, samples)),
-        ("bubblewrap + runner running `true`", timed_ms(argv, samples, json.dumps(spec_true).encode())),
-        ("bubblewrap + runner running hello.py", timed_ms(argv, samples, json.dumps(spec).encode())),
-    ]
+    try:
+        argv = bwrap_argv(host, workdir="/sandbox/work")
+        bare_bwrap = argv[: argv.index("--")] + ["--", "true"]
+        python = load_catalogue().find("python")
+        spec = build_runner_spec(language=python, code="print('hello')", stdin=None, files=[], timeout_seconds=10,
+                                 max_memory_mb=256)
+        spec_true = {**spec, "command": ["true"]}
+        return [
+            ("bubblewrap running `true`", timed_ms(bare_bwrap, samples)),
+            ("bubblewrap + runner running `true`", timed_ms(argv, samples, stdin=json.dumps(spec_true).encode())),
+            ("bubblewrap + runner running hello.py", timed_ms(argv, samples, stdin=json.dumps(spec).encode())),
+        ]
+    finally:
+        shutil.rmtree(host.files_dir)
 
 
 def start_server(keys_file: Path) -> tuple[subprocess.Popen, str]:

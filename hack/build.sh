@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Builds the cluster's binaries from pinned sources into the cache, once per version:
 #   kubernetes (apiserver, controller-manager, scheduler, kubelet, kube-proxy, kubectl), etcd, helm,
-#   kube-network-policies (Go module proxy, go.mod files under hack/build/), and the pause program
+#   kube-router (Go module proxy, go.mod files under hack/build/), and the pause program
 #   (Kubernetes' own pause.c, compiled static). A finished build lives in $SANDBOX_CACHE/bin/NAME-VERSION/;
 #   an interrupted one only ever leaves a .tmp directory, which the next run rebuilds.
-# Usage: hack/build.sh [all|kubernetes|etcd|helm|netpol|pause]
+# Usage: hack/build.sh [all|kubernetes|etcd|helm|kube-router|pause]
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -76,8 +76,11 @@ build_helm() {
     "helm=helm.sh/helm/v3/cmd/helm"
 }
 
-build_netpol() {
-  go_build "$NETPOL_BIN" netpol "" "kube-network-policies=sigs.k8s.io/kube-network-policies/cmd"
+# Only its NetworkPolicy firewall runs: kube-network-policies needs nftables' queue expression, which
+# this kernel lacks (CONFIG_NFT_QUEUE unset); kube-router uses iptables and ipset.
+build_kube_router() {
+  go_build "$KUBE_ROUTER_BIN" kube-router "-X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$KUBE_ROUTER_VERSION" \
+    "kube-router=github.com/cloudnativelabs/kube-router/v2/cmd/kube-router"
 }
 
 build_pause() {
@@ -102,10 +105,11 @@ main() {
       phase "build Kubernetes $KUBERNETES_VERSION" build_kubernetes
       phase "build etcd $ETCD_VERSION" build_etcd
       phase "build helm $HELM_VERSION" build_helm
-      phase "build kube-network-policies $NETPOL_VERSION" build_netpol
+      phase "build kube-router $KUBE_ROUTER_VERSION" build_kube_router
       phase "build pause $PAUSE_VERSION" build_pause ;;
-    kubernetes|etcd|helm|netpol|pause) phase "build $what" "build_$what" ;;
-    *) die "usage: hack/build.sh [all|kubernetes|etcd|helm|netpol|pause]" ;;
+    kubernetes|etcd|helm|pause) phase "build $what" "build_$what" ;;
+    kube-router) phase "build $what" build_kube_router ;;
+    *) die "usage: hack/build.sh [all|kubernetes|etcd|helm|kube-router|pause]" ;;
   esac
 }
 

@@ -3,8 +3,8 @@
 # shellcheck shell=bash
 
 # Fixed addresses, so nothing depends on the host's own network. The control plane (etcd, apiserver)
-# lives in its own network namespace: traffic from pods to it is then forwarded, not delivered
-# locally, so the NetworkPolicy enforcer (which hooks forwarded traffic) can block it.
+# lives in its own network namespace, like a control-plane node: pods reach it only through routing
+# (and NetworkPolicy), and it does not depend on the host's addresses.
 NODE_NAME=sandbox-node
 CONTROL_PLANE_NETNS=sandbox-cp
 NODE_IP=10.89.0.1         # host end of the veth to the control plane; the node's InternalIP
@@ -56,6 +56,7 @@ write_certificates() {
   issue_cert scheduler "/CN=system:kube-scheduler"
   issue_cert kubelet "/O=system:nodes/CN=system:node:$NODE_NAME"
   issue_cert kube-proxy "/CN=system:kube-proxy"
+  issue_cert kube-router "/CN=system:kube-router"
   # One key pair signs and verifies service account tokens.
   [ -f "$PKI/service-account.key" ] || openssl genrsa -out "$PKI/service-account.key" 2048 2>/dev/null
   openssl rsa -in "$PKI/service-account.key" -pubout -out "$PKI/service-account.pub" 2>/dev/null
@@ -100,6 +101,9 @@ state = "$RUN_DIR/containerd"
 
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "$PAUSE_IMAGE"
+  # Where CAP_SYS_RESOURCE is withheld (as on CI's VM) no process may lower an OOM score; without this,
+  # every pod sandbox fails ("can't get final child's PID from pipe") because runc cannot set -998.
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
@@ -142,6 +146,7 @@ write_component_configs() {
   write_kubeconfig "$CONF/scheduler.kubeconfig" scheduler
   write_kubeconfig "$CONF/kubelet.kubeconfig" kubelet
   write_kubeconfig "$CONF/kube-proxy.kubeconfig" kube-proxy
+  write_kubeconfig "$CONF/kube-router.kubeconfig" kube-router
   cat >"$CONF/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -159,6 +164,7 @@ authentication:
   x509: {clientCAFile: $PKI/ca.crt}
 authorization: {mode: Webhook}
 readOnlyPort: 0
+oomScoreAdj: 0 # see restrict_oom_score_adj in containerd.toml
 clusterDomain: cluster.local
 containerLogMaxSize: 10Mi
 containerLogMaxFiles: 3

@@ -2,7 +2,7 @@
 # was (sourced by hack/cluster.sh; needs lib.sh and cluster-config.sh).
 # shellcheck shell=bash
 
-COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy)
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy kube-router)
 
 # start_component NAME host|netns CMD...: a daemon in its own session, logging to logs/NAME.log.
 start_component() {
@@ -38,7 +38,7 @@ stop_component() {
   if component_running "$name"; then
     pid=$(cat "$RUN_DIR/$name.pid")
     kill -TERM "$pid" 2>/dev/null || true
-    deadline=$((SECONDS + 15))
+    deadline=$((SECONDS + 5)) # a development cluster: no long graceful shutdowns
     while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt "$deadline" ]; do sleep 0.2; done
     kill -KILL "$pid" 2>/dev/null || true
     while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
@@ -83,8 +83,9 @@ delete_pod_netns() {
   done
 }
 
-# kube-proxy, kubelet and the CNI bridge plugin name all their chains KUBE-* and CNI-*; dropping every
-# line that mentions them (chains, jumps, rules) leaves everyone else's rules as they were.
+# kube-proxy, kubelet, kube-router and the CNI bridge plugin name all their chains KUBE-* and CNI-*;
+# dropping every line that mentions them (chains, jumps, rules) leaves everyone else's rules as they were.
+# kube-router's ipsets go once no rule refers to them.
 delete_cluster_iptables_rules() {
   local family
   [ ! -x "$KUBERNETES_BIN/kube-proxy" ] || "$KUBERNETES_BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
@@ -94,7 +95,10 @@ delete_cluster_iptables_rules() {
       "$family-save" | grep -vE 'KUBE-|CNI-' | "$family-restore"
     fi
   done
-  nft delete table inet kube-network-policies 2>/dev/null || true
+  local set
+  for set in $(ipset list -n 2>/dev/null | grep -E '^(inet6:)?(KUBE-|kube-router)' || true); do
+    ipset destroy "$set" 2>/dev/null || true
+  done
 }
 
 delete_cgroups() {
@@ -111,7 +115,7 @@ down() {
   stop_component containerd
   kill_leftover_shims
   local component
-  for component in kube-proxy kube-scheduler kube-controller-manager kube-apiserver etcd; do
+  for component in kube-router kube-proxy kube-scheduler kube-controller-manager kube-apiserver etcd; do
     stop_component "$component"
   done
   delete_pod_netns
@@ -128,11 +132,12 @@ down() {
 
 report_leftovers() {
   local leftovers=()
-  local ours="^($KUBERNETES_BIN/kube-|$KUBERNETES_BIN/kubelet|$ETCD_BIN/)|containerd --config $CONF/|-address $CONTAINERD_SOCKET"
+  local ours="^($KUBERNETES_BIN/kube-|$KUBERNETES_BIN/kubelet|$ETCD_BIN/|$KUBE_ROUTER_BIN/)|containerd --config $CONF/|-address $CONTAINERD_SOCKET"
   pgrep -f -- "$ours" >/dev/null && leftovers+=("processes: $(pgrep -d' ' -f -- "$ours")")
   grep -qE " ($SANDBOX_CLUSTER_DIR|$RUN_DIR)" /proc/self/mounts && leftovers+=("mounts")
   ip link show "$POD_BRIDGE" >/dev/null 2>&1 && leftovers+=("device $POD_BRIDGE")
   iptables-save 2>/dev/null | grep -qE 'KUBE-|CNI-' && leftovers+=("iptables rules")
+  ipset list -n 2>/dev/null | grep -qE '^(inet6:)?(KUBE-|kube-router)' && leftovers+=("ipsets")
   if [ ${#leftovers[@]} -gt 0 ]; then
     log "warning: left behind: ${leftovers[*]}"
     return 1

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The local single-node Kubernetes cluster: etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubelet, kube-proxy, containerd and a NetworkPolicy enforcer, as root, no systemd.
+# kube-scheduler, kubelet, kube-proxy, containerd and kube-router's NetworkPolicy firewall; root, no systemd.
 #   hack/cluster.sh up      build what is missing (cached), start everything, wait until usable
 #   hack/cluster.sh down    stop everything; leave no process, mount, netns, device or iptables rule
 #   hack/cluster.sh status  what runs
@@ -75,7 +75,7 @@ start_control_plane() {
     --kubelet-client-certificate "$PKI/apiserver-kubelet-client.crt" --kubelet-client-key "$PKI/apiserver-kubelet-client.key" \
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --service-account-key-file "$PKI/service-account.pub" --service-account-signing-key-file "$PKI/service-account.key" \
-    --profiling=false --v=1
+    --kubelet-preferred-address-types InternalIP,Hostname --profiling=false --v=1
   wait_for "the API server answering /readyz" 90 kube-apiserver kubectl_admin get --raw /readyz
   # The apiserver's kubelet client (logs, exec, port-forward) gets exactly the kubelet API role.
   kubectl_admin create clusterrolebinding sandbox:apiserver-kubelet-client --clusterrole system:kubelet-api-admin \
@@ -92,24 +92,35 @@ start_control_plane() {
     --leader-elect=false --bind-address 127.0.0.1 --profiling=false --v=1
 }
 
+# Ready as reported since KUBELET_STARTED: etcd keeps the previous run's "Ready".
+node_ready_since_start() {
+  local ready
+  ready=$(kubectl_admin get node "$NODE_NAME" \
+    -o jsonpath='{.status.conditions[?(@.type=="Ready")].status} {.status.conditions[?(@.type=="Ready")].lastHeartbeatTime}')
+  [[ $ready == "True "* && ! ${ready#True } < $KUBELET_STARTED ]]
+}
+
 start_node() {
   start_component containerd host containerd --config "$CONF/containerd.toml"
   wait_for "containerd's socket" 30 containerd ctr --address "$CONTAINERD_SOCKET" version
-  mapfile -t tarballs < <("$HACK_DIR/images.sh" tarballs)
+  local tarballs
+  mapfile -t tarballs < <("$HACK_DIR/images.sh" tarballs 2>/dev/null)
   "$HACK_DIR/images.sh" import "${tarballs[@]}"
+  KUBELET_STARTED=$(date -u +%FT%TZ)
   start_component kubelet host "$KUBERNETES_BIN/kubelet" --config "$CONF/kubelet.yaml" \
     --kubeconfig "$CONF/kubelet.kubeconfig" --hostname-override "$NODE_NAME" --node-ip "$NODE_IP" \
     --root-dir "$SANDBOX_CLUSTER_DIR/kubelet" --cert-dir "$SANDBOX_CLUSTER_DIR/kubelet/pki" --v=1
   start_component kube-proxy host "$KUBERNETES_BIN/kube-proxy" --config "$CONF/kube-proxy.yaml" --v=1
-  wait_for "node $NODE_NAME Ready" 120 kubelet \
-    kubectl_admin wait --for=condition=Ready "node/$NODE_NAME" --timeout=5s
+  wait_for "node $NODE_NAME Ready" 120 kubelet node_ready_since_start
 }
 
+# kube-router's firewall only: pod-to-pod and pod-to-node traffic (iptables filter chains + ipsets).
 start_network_policies() {
-  sed "s|@NETPOL_IMAGE@|$NETPOL_IMAGE|" "$HACK_DIR/manifests/kube-network-policies.yaml" |
-    kubectl_admin apply -f - >/dev/null
-  wait_for "the NetworkPolicy enforcer running" 120 kubelet \
-    kubectl_admin -n kube-system rollout status daemonset/kube-network-policies --timeout=5s
+  kubectl_admin apply -f "$HACK_DIR/manifests/kube-router-rbac.yaml" >/dev/null
+  start_component kube-router host "$KUBE_ROUTER_BIN/kube-router" --kubeconfig "$CONF/kube-router.kubeconfig" \
+    --hostname-override "$NODE_NAME" --run-firewall=true --run-router=false --run-service-proxy=false \
+    --enable-cni=false --service-cluster-ip-range "$SERVICE_CIDR" --health-port 0 --metrics-port 0 --v=1
+  wait_for "kube-router's firewall chains" 60 kube-router iptables -S KUBE-ROUTER-FORWARD
   wait_for "the default ServiceAccount" 60 kube-controller-manager \
     kubectl_admin -n default get serviceaccount default
 }
@@ -141,7 +152,7 @@ up() {
   phase "control-plane network namespace" create_control_plane_network
   phase "control plane (etcd, apiserver, controller-manager, scheduler)" start_control_plane
   phase "node (containerd, images, kubelet, kube-proxy)" start_node
-  phase "NetworkPolicy enforcer (kube-network-policies)" start_network_policies
+  phase "NetworkPolicy enforcer (kube-router firewall)" start_network_policies
   log "==> cluster up in $((SECONDS - start))s"
   print_usage_hint
 }
@@ -166,6 +177,9 @@ status() {
 }
 
 main() {
+  # One up/down at a time (several test sessions may share this machine's cluster).
+  exec 9>/run/sandbox-cluster.lock
+  flock 9
   case ${1:-} in
     up) up ;;
     down) require_root; phase "stop the cluster" down ;;

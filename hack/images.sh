@@ -4,8 +4,8 @@
 # umoci assembles it and skopeo writes a docker-archive tarball, cached under
 # $SANDBOX_CACHE/images/<name>-<hash of every input>.tar, so an unchanged image is never rebuilt.
 #
-#   hack/images.sh build                     the cluster's images: pause, kube-network-policies and the
-#                                            runtime images of languages.yaml; imports them if the cluster runs
+#   hack/images.sh build                     the cluster's images: pause and the runtime images of
+#                                            languages.yaml; imports them if the cluster runs
 #   hack/images.sh image NAME:TAG [options]  one image; prints the tarball path. Options:
 #       --packages "P1 P2"   Debian packages (omit for an image from scratch)
 #       --copy SRC:DEST      copy a file or directory into the image (repeatable)
@@ -100,6 +100,8 @@ build_image() { # NAME PACKAGES COPIES RUNS ENTRYPOINT USER ENV -> prints tarbal
   for item in $env; do config+=(--config.env="$item"); done
   umoci config --image "$work/oci:image" "${config[@]}" >&2
   skopeo copy --quiet "oci:$work/oci:image" "docker-archive:$work/image.tar:$name" >&2
+  # Earlier builds of this image are superseded.
+  find "$IMAGES_CACHE" -maxdepth 1 -name "$(tr '/:' '__' <<<"$name")-*.tar" ! -path "$tarball" -delete
   mv "$work/image.tar" "$tarball"
   log "    built $name -> $tarball ($(du -h "$tarball" | cut -f1))"
   printf '%s\n' "$tarball"
@@ -125,9 +127,7 @@ import_images() {
 # The images every cluster needs; prints their tarball paths.
 cluster_images() {
   "$HACK_DIR/build.sh" pause >&2
-  "$HACK_DIR/build.sh" netpol >&2
   build_image "$PAUSE_IMAGE" "" "$PAUSE_BIN/pause:/pause" "" /pause 65535:65535 ""
-  build_image "$NETPOL_IMAGE" "" "$NETPOL_BIN/kube-network-policies:/bin/netpol" "" /bin/netpol 0:0 ""
   local entry
   for entry in "${RUNTIME_IMAGES[@]}"; do
     build_image "${entry%%|*}" "${entry#*|}" "" "" "" "$RUNTIME_USER" ""
@@ -163,7 +163,7 @@ main() {
     build)
       local tarballs=()
       mapfile -t tarballs < <(cluster_images)
-      [ ${#tarballs[@]} -ge 5 ] || die "image build failed"
+      [ ${#tarballs[@]} -eq $((1 + ${#RUNTIME_IMAGES[@]})) ] || die "image build failed"
       if [ -S "$(containerd_socket)" ]; then import_images "${tarballs[@]}"; fi ;;
     tarballs) cluster_images ;;
     image) shift; image_command "$@" ;;

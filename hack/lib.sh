@@ -15,15 +15,14 @@ pinned_version() { # MODULE_DIR MODULE_PATH
 KUBERNETES_VERSION=$(pinned_version kubernetes k8s.io/kubernetes)
 ETCD_VERSION=$(pinned_version etcd go.etcd.io/etcd/server/v3)
 HELM_VERSION=$(pinned_version helm helm.sh/helm/v3)
-NETPOL_VERSION=$(pinned_version netpol sigs.k8s.io/kube-network-policies)
+KUBE_ROUTER_VERSION=$(pinned_version kube-router github.com/cloudnativelabs/kube-router/v2)
 PAUSE_VERSION=3.10.1 # the pause.c shipped with Kubernetes 1.34 (build/pause/Makefile TAG)
 PAUSE_IMAGE=localhost/sandbox/pause:$PAUSE_VERSION
-NETPOL_IMAGE=localhost/sandbox/kube-network-policies:$NETPOL_VERSION
 
 KUBERNETES_BIN=$SANDBOX_CACHE/bin/kubernetes-$KUBERNETES_VERSION
 ETCD_BIN=$SANDBOX_CACHE/bin/etcd-$ETCD_VERSION
 HELM_BIN=$SANDBOX_CACHE/bin/helm-$HELM_VERSION
-NETPOL_BIN=$SANDBOX_CACHE/bin/kube-network-policies-$NETPOL_VERSION
+KUBE_ROUTER_BIN=$SANDBOX_CACHE/bin/kube-router-$KUBE_ROUTER_VERSION
 PAUSE_BIN=$SANDBOX_CACHE/bin/pause-$PAUSE_VERSION
 
 log() { printf '%s\n' "$*" >&2; }

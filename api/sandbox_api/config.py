@@ -41,6 +41,15 @@ class Settings:
     languages_file: str = _setting("", "language catalogue replacing the shipped one", env="SANDBOX_LANGUAGES_FILE")
     log_level: str = _setting("info", "log level: debug, info, warning, error")
 
+    def __post_init__(self) -> None:
+        for setting in fields(self):
+            value = getattr(self, setting.name)
+            if _kind(setting) is int and value < 1 and setting.name != "port":
+                raise ValueError(f"{env_name(setting.name)} must be at least 1, got {value}")
+        for default, maximum in (("default_timeout_seconds", "max_timeout_seconds"), ("default_memory_mb", "max_memory_mb")):
+            if getattr(self, default) > getattr(self, maximum):
+                raise ValueError(f"{env_name(default)} must not exceed {env_name(maximum)}")
+
     def limits(self) -> ExecutionLimits:
         return ExecutionLimits(
             default_timeout_seconds=self.default_timeout_seconds,
@@ -66,7 +75,7 @@ def _parse(kind: type, text: str, name: str):
     try:
         return kind(text)
     except ValueError:
-        raise ValueError(f"{name} must be a {kind.__name__}, got {text!r}") from None
+        raise ValueError(f"{name} must be an integer, got {text!r}") from None
 
 
 def _kind(setting) -> type:

@@ -15,29 +15,35 @@ class Record:
     tenant: str
     result: ExecutionResult
     done: asyncio.Event = field(default_factory=asyncio.Event)
-    finished_at: float | None = None
+    finished_at: float = 0.0
 
 
 class ExecutionStore:
-    """Executions by id; finished ones are forgotten after `retention_seconds` or beyond `max_records`."""
+    """Executions by id; finished ones are forgotten after `retention_seconds` or beyond `max_records`.
+
+    Unfinished records are never forgotten: the API's admission limit bounds how many there are.
+    """
 
     def __init__(self, *, retention_seconds: float, max_records: int):
         self.retention_seconds = retention_seconds
         self.max_records = max_records
-        self._records: OrderedDict[str, Record] = OrderedDict()
+        self._unfinished: dict[str, Record] = {}
+        self._finished: OrderedDict[str, Record] = OrderedDict()  # oldest first
 
     def add(self, execution_id: str, tenant: str, result: ExecutionResult) -> None:
-        self._expire()
-        self._records[execution_id] = Record(tenant=tenant, result=result)
+        self._unfinished[execution_id] = Record(tenant=tenant, result=result)
 
     def update(self, execution_id: str, result: ExecutionResult) -> None:
-        record = self._records.get(execution_id)
+        record = self._unfinished.get(execution_id)
         if record is None:
             return
         record.result = result
         if result.finished:
+            del self._unfinished[execution_id]
             record.finished_at = time.monotonic()
+            self._finished[execution_id] = record
             record.done.set()
+            self._expire()
 
     def get(self, execution_id: str, tenant: str) -> ExecutionResult | None:
         record = self._find(execution_id, tenant)
@@ -55,23 +61,14 @@ class ExecutionStore:
 
     def _find(self, execution_id: str, tenant: str) -> Record | None:
         self._expire()
-        record = self._records.get(execution_id)
+        record = self._unfinished.get(execution_id) or self._finished.get(execution_id)
         # Another tenant's execution is indistinguishable from an unknown one.
         return record if record is not None and record.tenant == tenant else None
 
     def _expire(self) -> None:
         now = time.monotonic()
-        expired = [
-            execution_id
-            for execution_id, record in self._records.items()
-            if record.finished_at is not None and now - record.finished_at > self.retention_seconds
-        ]
-        for execution_id in expired:
-            del self._records[execution_id]
-        # Beyond the count bound, forget the oldest finished records (running ones are bounded by
-        # the API's admission limit, so they never need evicting).
-        if len(self._records) >= self.max_records:
-            for execution_id in [i for i, r in self._records.items() if r.finished_at is not None]:
-                if len(self._records) < self.max_records:
-                    break
-                del self._records[execution_id]
+        while self._finished:
+            oldest = next(iter(self._finished.values()))
+            if len(self._finished) <= self.max_records and now - oldest.finished_at <= self.retention_seconds:
+                break
+            self._finished.popitem(last=False)

@@ -28,6 +28,19 @@ RECHECK_INTERVAL_SECONDS = 5
 RETENTION_INTERVAL_SECONDS = 10
 
 
+class SpecFreeDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's record that an object was handled, without a copy of the spec.
+
+    The spec is immutable (nothing to diff) and can hold up to a few hundred KiB of code and files,
+    more than all of an object's annotations may take (256 KiB).
+    """
+
+    def build(self, *, body: kopf.Body, extra_fields=None) -> kopf.BodyEssence:
+        essence = super().build(body=body, extra_fields=extra_fields)
+        essence.pop("spec", None)
+        return essence
+
+
 def _is_active(status: dict, **_: Any) -> bool:
     return status.get("phase") in (contract.PHASE_PENDING, contract.PHASE_RUNNING)
 
@@ -46,9 +59,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: lo
     settings.watching.connect_timeout = 30
     settings.persistence.finalizer = f"{contract.GROUP}/operator"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=contract.GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=contract.GROUP, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = SpecFreeDiffBaseStorage(prefix=contract.GROUP, key="last-handled")
     # Peering pauses every replica but the one with the highest priority; equal ones would all pause.
     settings.peering.priority = config.priority if config.priority is not None else random.randint(1, 2**30)
     # Handler successes every few seconds would flood the Events; the outcome is posted explicitly.
@@ -83,7 +94,7 @@ async def close_client(memo: kopf.Memo, **_: Any) -> None:
     await memo.api.close()
 
 
-def _resolve(spec: dict, config: OperatorConfig, catalogue: Catalogue) -> tuple[Language, int, int, dict]:
+def resolve_spec(spec: dict, config: OperatorConfig, catalogue: Catalogue) -> tuple[Language, int, int, dict]:
     """(language, timeout, memory, runner spec) for a resource's spec; InvalidSpecError says what is wrong."""
     language = catalogue.find(spec.get("language", ""))
     if language is None:
@@ -121,7 +132,7 @@ async def start_execution(
     if status.get("phase"):
         return  # started before a restart; the timer takes it from here
     try:
-        language, timeout, memory, runner_spec = _resolve(dict(spec), memo.config, memo.catalogue)
+        language, timeout, memory, runner_spec = resolve_spec(dict(spec), memo.config, memo.catalogue)
     except InvalidSpecError as error:
         await finish(memo, namespace, name, None, outcomes.failure_status("error_setup", str(error)), "unknown")
         return

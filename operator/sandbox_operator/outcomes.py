@@ -93,6 +93,14 @@ def failure_status(phase: str, reason: str, *, oom_killed: bool = False) -> dict
     }
 
 
+def without_output(status: dict) -> dict:
+    """The status with stdout, stderr and files dropped (flagged truncated) when the whole is too large."""
+    return {
+        **status, "stdout": "", "stderr": "", "outputFiles": [],
+        "stdoutTruncated": True, "stderrTruncated": True, "outputFilesTruncated": True,
+    }
+
+
 def _condition(obj: dict | None, kind: str) -> dict | None:
     for condition in ((obj or {}).get("status") or {}).get("conditions") or []:
         if condition.get("type") == kind and condition.get("status") == "True":

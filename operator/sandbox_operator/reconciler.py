@@ -165,6 +165,11 @@ async def finish(
         except client.ApiException as error:
             if error.status == 404:
                 return
+            has_output = bool(status["stdout"] or status["stderr"] or status["outputFiles"])
+            if error.status in (413, 422) and has_output:
+                # Spec and result together exceed what one object may hold: keep the outcome, drop output.
+                status = outcomes.without_output(status)
+                continue
             if error.status != 409:
                 raise
             execution = None  # changed meanwhile (often kopf's own annotations): read again, retry

@@ -294,10 +294,10 @@ def materialise_files(workdir_fd: int, files: list) -> dict:
                 file_fd = os.open(parts[-1], CREATE_FILE, 0o644, dir_fd=dir_fd)
             except FileExistsError:
                 raise SpecError(f"files: {path!r}: given twice, or something already exists there") from None
-            except IsADirectoryError:
-                raise SpecError(f"files: {path!r}: a directory already exists there") from None
             with open(file_fd, "wb") as handle:
                 handle.write(content)
+        except OSError as error:  # no space left, name too long, ...
+            raise SpecError(f"files: {path!r}: cannot write it: {error.strerror}") from None
         finally:
             if dir_fd != workdir_fd:
                 os.close(dir_fd)
@@ -785,9 +785,12 @@ def run_program(spec: dict, workdir_fd: int, wake_fd: int) -> dict:
 
 def run(spec: dict, wake_fd: int) -> dict:
     """Materialise the files, run the program, collect its output files: the result document."""
-    os.makedirs(spec["workdir"], mode=0o755, exist_ok=True)
-    # Held open for the whole run: the program cannot swap the directory for a link.
-    workdir_fd = os.open(spec["workdir"], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.makedirs(spec["workdir"], mode=0o755, exist_ok=True)
+        # Held open for the whole run: the program cannot swap the directory for a link.
+        workdir_fd = os.open(spec["workdir"], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as error:
+        raise SpecError(f"cannot use the work directory {spec['workdir']!r}: {error.strerror}") from None
     try:
         inputs = materialise_files(workdir_fd, spec["files"])
         result = run_program(spec, workdir_fd, wake_fd)

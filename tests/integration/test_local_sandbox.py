@@ -113,7 +113,7 @@ def test_unprivileged_read_only_system_no_host_paths_clean_environment(api):
 import os
 print(os.getuid(), os.getgid(), os.getgroups())
 print([line.split()[1] for line in open("/proc/self/status") if line.startswith("CapEff")][0])
-for path in ("/usr/lib/probe", "/probe", "/etc/probe"):
+for path in ("/usr/lib/probe", "/probe", "/etc/probe", "/dev/probe"):
     try:
         open(path, "w")
         print(path, "writable")
@@ -121,19 +121,22 @@ for path in ("/usr/lib/probe", "/probe", "/etc/probe"):
         print(path, "read-only")
 print([path for path in ("/root", "/home", "/work", "/var", "/sys/fs/cgroup", "/run") if os.path.exists(path)])
 print(sorted(os.environ))
+import resource
+print(resource.getrlimit(resource.RLIMIT_CORE))
 """
     result = api.execute(language="python", code=code)
-    uid, caps, usr, root, etc, host_paths, environment = result["stdout"].splitlines()
+    uid, caps, usr, root, etc, dev, host_paths, environment, core = result["stdout"].splitlines()
     assert uid == "65534 65534 []"
     assert caps == "0000000000000000"
-    assert [usr, root, etc] == ["/usr/lib/probe read-only", "/probe read-only", "/etc/probe read-only"]
+    assert [usr, root, etc, dev] == ["/usr/lib/probe read-only", "/probe read-only", "/etc/probe read-only", "/dev/probe read-only"]
     assert host_paths == "[]"
     assert environment == str(sorted(["HOME", "LANG", "LC_ALL", "PATH", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "TMPDIR"]))
+    assert core == "(0, 0)", "no core dumps"
 
 
 def test_work_dir_and_tmp_are_size_capped(api):
     code = """
-for path in ("/tmp/big", "big"):
+for path in ("/tmp/big", "big", "/dev/shm/big"):
     try:
         with open(path, "wb") as out:
             for _ in range(200):
@@ -143,7 +146,7 @@ for path in ("/tmp/big", "big"):
         print(path, "full:", error.strerror)
 """
     result = api.execute(language="python", code=code, max_memory_mb=512, timeout_seconds=30)
-    assert result["stdout"].splitlines() == ["/tmp/big full: No space left on device", "big full: No space left on device"], result
+    assert result["stdout"].splitlines() == [f"{path} full: No space left on device" for path in ("/tmp/big", "big", "/dev/shm/big")], result
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="cgroups need root")

@@ -188,3 +188,12 @@ def test_the_spec_can_come_from_a_file_and_a_missing_file_is_reported(tmp_path):
         result = read_result(completed.stdout.decode())
         assert result["status"] == expected
     assert result["reason"] == f"cannot read the spec: No such file or directory: {tmp_path / 'missing.json'}"
+
+
+def test_unwritable_files_and_work_directories_are_setup_errors(tmp_path):
+    (tmp_path / "plain-file").write_text("")
+    bad_workdir = run_runner(tmp_path / "plain-file" / "w", ["true"])
+    assert bad_workdir["status"] == "error_setup"
+    assert bad_workdir["reason"] == f"cannot use the work directory '{tmp_path}/plain-file/w': Not a directory"
+    long_name = run_runner(tmp_path / "w", ["true"], files=[{"path": "n" * 300, "content": ""}])
+    assert long_name["status"] == "error_setup" and "cannot write it: File name too long" in long_name["reason"]

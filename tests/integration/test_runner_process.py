@@ -196,8 +196,6 @@ def test_a_daemon_left_behind_by_a_successful_program_is_killed(tmp_path):
     pids = [int(line.split()[1]) for line in result["stdout"].splitlines()]
     assert len(pids) == 2
     assert_gone(pids)
-    children = subprocess.run(["pgrep", "-f", "time.sleep.1000"], capture_output=True, text=True).stdout
-    assert not [pid for pid in children.split() if int(pid) in pids]
 
 
 def test_100_mb_of_stdout_is_capped_flagged_and_runner_memory_stays_bounded(tmp_path):

@@ -59,7 +59,7 @@ def test_store_scopes_by_tenant_and_wakes_waiters():
 
 
 def test_store_forgets_oldest_finished_beyond_its_bound_but_keeps_running_ones():
-    store = ExecutionStore(retention_seconds=60, max_records=3)
+    store = ExecutionStore(retention_seconds=60, max_records=2)
     store.add("running", "a", _state("exec-00000000000000000000", "running"))
     for index in range(5):
         store.add(f"done-{index}", "a", _state("exec-00000000000000000000", "pending"))
@@ -81,3 +81,12 @@ def test_result_line_is_the_last_marked_line():
     assert parse_result(out) == {"status": "completed"}
     assert parse_result(b"@@sandbox-result@@ {broken\n") is None
     assert parse_result(b"") is None
+
+
+@pytest.mark.parametrize("environment,fragment", [
+    ({"SANDBOX_RATE_PER_MINUTE": "0"}, "SANDBOX_RATE_PER_MINUTE must be at least 1"),
+    ({"SANDBOX_DEFAULT_TIMEOUT_SECONDS": "90"}, "must not exceed SANDBOX_MAX_TIMEOUT_SECONDS"),
+])
+def test_inconsistent_settings_are_refused(environment, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        settings_from_env(environment)

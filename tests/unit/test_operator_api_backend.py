@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from sandbox_api.backends.base import Execution
-from sandbox_api.backends.kubernetes import resource_for, result_from_resource
+from sandbox_api.backends.kubernetes import KubernetesBackend, resource_for, result_from_resource
 from sandbox_operator import contract
+from sandbox_operator.catalogue import load_catalogue
 from sandbox_operator.outcomes import status_from_result
 from sandbox_operator.runner_spec import InputFile
 
@@ -52,3 +55,10 @@ def test_status_round_trips_the_runner_result_into_the_api_model():
     assert (result.exit_code, result.stdout, result.stderr, result.stdout_truncated) == (3, "out", "err", True)
     assert (result.duration_ms, result.memory_used_mb) == (40, 7)
     assert result.model_dump()["output_files"] == {"a.txt": "text", "b.bin": {"content": "AAE=", "encoding": "base64"}}
+
+
+def test_ids_that_are_not_execution_ids_never_reach_the_cluster():
+    backend = KubernetesBackend(catalogue=load_catalogue(), namespace="sandbox", retention_seconds=1)
+    # No API client is set up: reaching the cluster would raise, so None proves the early answer.
+    assert asyncio.run(backend.get("ð%\U000a5dfc\x84°]\x01", "tenant-a")) is None
+    assert asyncio.run(backend.get("exec-XYZ", "tenant-a")) is None

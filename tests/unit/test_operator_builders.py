@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from sandbox_operator import contract
 from sandbox_operator.builders import (
     WORK_DIR,
@@ -14,7 +16,8 @@ from sandbox_operator.builders import (
 )
 from sandbox_operator.catalogue import load_catalogue
 from sandbox_operator.config import OperatorConfig
-from sandbox_operator.runner_spec import InputFile, build_runner_spec
+from sandbox_operator.handlers import resolve_spec
+from sandbox_operator.runner_spec import InputFile, InvalidSpecError, build_runner_spec
 
 NAME = "exec-0123456789abcdef0123"
 PYTHON = load_catalogue().find("python")
@@ -107,3 +110,23 @@ def test_network_policy_denies_everything_for_sandbox_pods():
     assert policy["spec"]["podSelector"] == {"matchLabels": {contract.LABEL_SANDBOX: "true"}}
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     assert "ingress" not in policy["spec"] and "egress" not in policy["spec"]
+
+
+def test_resource_spec_resolves_to_a_runner_spec_or_a_reason():
+    catalogue = load_catalogue()
+    config = OperatorConfig()
+    language, timeout, memory, spec = resolve_spec(
+        {"language": "PY", "code": "print(1)", "stdin": "in", "timeoutSeconds": 3,
+         "files": [{"name": "a/b.bin", "content": "AAE=", "encoding": "base64"}]},
+        config, catalogue,
+    )
+    assert (language.name, timeout, memory) == ("python", 3, config.limits.default_memory_mb)
+    assert spec["files"][1] == {"path": "a/b.bin", "content": "AAE=", "encoding": "base64"}
+    assert spec["max_processes"] is None  # the kubelet's pod PID limit applies in the cluster
+    with pytest.raises(InvalidSpecError, match="unsupported language 'cobol'; available: bash, javascript, python"):
+        resolve_spec({"language": "cobol", "code": ""}, config, catalogue)
+    with pytest.raises(InvalidSpecError, match="timeout_seconds must be between 1 and 60"):
+        resolve_spec({"language": "python", "code": "", "timeoutSeconds": 3600}, config, catalogue)
+    with pytest.raises(InvalidSpecError, match="not valid base64"):
+        resolve_spec({"language": "python", "code": "", "files": [{"name": "x", "content": "!!", "encoding": "base64"}]},
+                 config, catalogue)

@@ -1,10 +1,10 @@
-"""Run one runner spec under bubblewrap on this host and return the runner's result document.
+"""Start the runner under bubblewrap on this host, hand it one spec, read its result document.
 
 The sandbox: new user, pid, ipc, uts, net (no network) and cgroup namespaces; all capabilities
-dropped; an unprivileged uid both inside and outside the namespaces; /usr read-only and nothing
-else of the host; a size-capped tmpfs for the work dir and /tmp; a read-only root; a clean
-environment. Memory and process limits come from a per-execution cgroup when we are root, else
-from rlimits.
+dropped; an unprivileged uid both inside and outside the namespaces; /usr read-only (Debian's
+merged /usr: /bin and /lib* are links into it) and nothing else of the host; size-capped tmpfs
+for the work dir, /tmp and /dev/shm; a read-only root and /dev; a clean environment. Memory and
+process limits come from the sandbox's own cgroup when we are root, else from rlimits.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ SANDBOX_UID = 65534  # nobody: the program's uid inside and, when we are root, o
 RUNNER_MEMORY_HEADROOM_MB = 32
 WORKDIR_SIZE_MB = 64
 TMP_SIZE_MB = 64
+SHM_SIZE_MB = 16
 # Time for bubblewrap and the runner to start and to report, on top of the program's own timeout.
 SETUP_GRACE_SECONDS = 15
 RUNNER_STDERR_CAP = 64 * 1024
@@ -83,6 +84,8 @@ def bwrap_argv(host: SandboxHost, *, workdir: str) -> list[str]:
             argv += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
     argv += [
         "--proc", "/proc", "--dev", "/dev",
+        # /dev is itself a tmpfs: read-only, with a small /dev/shm for POSIX shared memory.
+        "--size", str(SHM_SIZE_MB << 20), "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
         "--size", str(TMP_SIZE_MB << 20), "--tmpfs", "/tmp",
         "--size", str(WORKDIR_SIZE_MB << 20), "--tmpfs", workdir,
         "--ro-bind", str(host.files_dir / "runner.py"), RUNNER_PATH_INSIDE,
@@ -94,15 +97,20 @@ def bwrap_argv(host: SandboxHost, *, workdir: str) -> list[str]:
 
 
 def launch_argv(host: SandboxHost, *, workdir: str, cgroup: SandboxCgroup | None, memory_bytes: int) -> list[str]:
-    """The full command: join the cgroups (root) or set rlimits (fallback), drop to nobody, bwrap."""
-    sandbox = bwrap_argv(host, workdir=workdir)
-    if os.geteuid() != 0:
-        # No cgroups without root: cap each process's data segment instead (see README).
-        return ["prlimit", f"--data={memory_bytes}", "--core=0", "--", *sandbox]
-    drop = ["setpriv", f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups", "--", *sandbox]
+    """The full command: join the cgroups (or cap memory by rlimit without them), drop to nobody, bwrap.
+
+    Core dumps are off everywhere: a host's core_pattern helper must never run for sandboxed code.
+    """
+    command = bwrap_argv(host, workdir=workdir)
+    if os.geteuid() == 0:
+        command = ["setpriv", f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups", "--", *command]
     if cgroup is None:
-        return ["prlimit", f"--data={memory_bytes}", "--core=0", "--", *drop]
-    return ["/bin/sh", "-c", JOIN_CGROUPS_SCRIPT, "join", *cgroup.procs_files, "--", *drop]
+        # No cgroups (not root): cap each process's data segment instead (see README).
+        return ["prlimit", f"--data={memory_bytes}", "--core=0", "--", *command]
+    # Warm sandboxes start at low CPU priority, so starting one never slows a running execution;
+    # taking one from the pool restores the server's priority before the program starts.
+    return ["/bin/sh", "-c", JOIN_CGROUPS_SCRIPT, "join", *cgroup.procs_files, "--",
+            "prlimit", "--core=0", "--", "nice", "-n", "15", *command]
 
 
 def parse_result(stdout: bytes) -> dict | None:

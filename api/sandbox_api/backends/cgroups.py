@@ -99,6 +99,18 @@ class SandboxCgroup:
         if memsw.exists():
             memsw.write_text(str(memory_bytes))
 
+    def restore_priority(self) -> None:
+        """The server's own CPU priority for every process in the sandbox (started niced).
+
+        A process forked after this read keeps the low priority: that costs speed, never safety.
+        """
+        ours = os.getpriority(os.PRIO_PROCESS, 0)
+        for pid in (self.path("pids") / "cgroup.procs").read_text().split():
+            try:
+                os.setpriority(os.PRIO_PROCESS, int(pid), ours)
+            except ProcessLookupError:
+                pass
+
     def oom_kills(self) -> int:
         """How many processes the kernel killed for exceeding the memory limit."""
         try:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections import defaultdict
 
 from kubernetes.aio import client, watch
 
 from sandbox_api.backends.base import Backend, BackendError, Execution
 from sandbox_api.config import Settings
-from sandbox_api.models import ExecutionResult, LanguageInfo
+from sandbox_api.models import EXECUTION_ID_PATTERN, ExecutionResult, LanguageInfo
 from sandbox_operator import contract
 from sandbox_operator.catalogue import Catalogue
 from sandbox_operator.kube import connect
@@ -124,6 +125,8 @@ class KubernetesBackend(Backend):
 
     async def _read(self, execution_id: str, tenant: str) -> dict | None:
         """The resource when it exists and belongs to `tenant`; None otherwise."""
+        if not re.fullmatch(EXECUTION_ID_PATTERN, execution_id):
+            return None  # never an execution of ours, and not a name to send to the API server
         try:
             resource = await self._objects.get_namespaced_custom_object(
                 contract.GROUP, contract.VERSION, self.namespace, contract.PLURAL, execution_id

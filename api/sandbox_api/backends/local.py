@@ -182,6 +182,7 @@ class LocalBackend(Backend):
             sandbox = self._warm.popleft()
             if sandbox.process.returncode is None:
                 sandbox.cgroup.lower_memory_limit((memory_mb + RUNNER_MEMORY_HEADROOM_MB) << 20)
+                sandbox.cgroup.restore_priority()
                 return sandbox
             await self._dispose(sandbox)
         return await self._start(memory_mb)

@@ -71,7 +71,11 @@ async def _watch_until_finished(state: AppState, execution: Execution, submitted
     try:
         deadline = time.monotonic() + WATCH_LIMIT_SECONDS
         while time.monotonic() < deadline:
-            result = await state.backend.wait(execution.id, execution.tenant, 60)
+            try:
+                result = await state.backend.wait(execution.id, execution.tenant, 60)
+            except BackendError:
+                await asyncio.sleep(1)  # the backend is briefly unreachable; the execution goes on
+                continue
             if result is None or result.finished:
                 break
     finally:
@@ -103,7 +107,12 @@ async def execute_code(request: ExecuteRequest, state: State, tenant: Tenant) ->
     watcher.add_done_callback(state.watchers.discard)
     status = "pending"
     if request.wait:
-        result = await state.backend.wait(execution.id, tenant, execution.timeout_seconds + WAIT_GRACE_SECONDS)
+        try:
+            result = await state.backend.wait(execution.id, tenant, execution.timeout_seconds + WAIT_GRACE_SECONDS)
+        except BackendError as error:
+            # The execution was accepted and goes on: answer with its id so the client can poll.
+            log.warning("waiting for %s failed: %s", execution.id, error)
+            result = None
         if result is not None and result.finished:
             return result
         status = result.status if result is not None else status

@@ -1,0 +1,66 @@
+"""The bubblewrap command line: every isolation flag present, no writable host path."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+
+import pytest
+
+from sandbox_api.backends.bubblewrap import SandboxHost, bwrap_argv, launch_argv, prepare_host
+from sandbox_api.backends.cgroups import SandboxCgroup
+
+
+@pytest.fixture
+def host(tmp_path) -> SandboxHost:
+    runner = tmp_path / "runner.py"
+    runner.write_text("print('runner')")
+    prepared = prepare_host(runner)
+    yield prepared
+    shutil.rmtree(prepared.files_dir)
+
+
+def _argv(host: SandboxHost) -> list[str]:
+    return bwrap_argv(host, workdir="/sandbox/work")
+
+
+def test_every_isolation_flag_is_present(host):
+    argv = _argv(host)
+    for flag in ("--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net",
+                 "--die-with-parent", "--new-session", "--disable-userns", "--clearenv"):
+        assert flag in argv, flag
+    assert argv[argv.index("--cap-drop") + 1] == "ALL"
+    assert argv[argv.index("--uid") + 1] == "65534"
+
+
+def test_host_paths_are_only_bound_read_only(host):
+    argv = _argv(host)
+    assert not {"--bind", "--bind-try", "--dev-bind", "--dev-bind-try"} & set(argv)
+    sources = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--ro-bind"]
+    assert "/usr" in sources
+    assert all(source == "/usr" or source.startswith(("/etc/", tempfile.gettempdir())) for source in sources), sources
+
+
+def test_root_and_dev_are_remounted_read_only_after_the_writable_mounts(host):
+    argv = _argv(host)
+    remounted = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--remount-ro"]
+    assert remounted == ["/dev", "/"]
+    writable = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--tmpfs"]
+    assert writable == ["/dev/shm", "/tmp", "/sandbox/work"]
+    assert all(argv[argv.index(path) - 3] == "--size" for path in writable)
+
+
+def test_the_runner_reads_its_spec_from_stdin(host):
+    argv = _argv(host)
+    assert argv[argv.index("--") + 1:] == ["python3", "-I", "-S", "/sandbox/runner.py", "-"]
+
+
+def test_the_launch_joins_the_cgroups_before_anything_runs(host, monkeypatch):
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    cgroup = SandboxCgroup("sbx-test")
+    argv = launch_argv(host, workdir="/w", cgroup=cgroup, memory_bytes=1 << 20)
+    assert argv[:2] == ["/bin/sh", "-c"]
+    assert argv[4:6] == cgroup.procs_files
+    dropped = argv.index("setpriv")
+    assert argv.index("bwrap") > dropped and "--reuid=65534" in argv[dropped:argv.index("bwrap")]
+    assert "--core=0" in argv
