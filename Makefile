@@ -55,7 +55,7 @@ deploy:  ## build and import the API and operator images, helm upgrade --install
 	$(CLUSTER_KUBECTL) create namespace $(RELEASE_NAMESPACE) --dry-run=client -o yaml | $(CLUSTER_KUBECTL) apply -f -
 	$(CLUSTER_KUBECTL) label namespace $(RELEASE_NAMESPACE) --overwrite pod-security.kubernetes.io/enforce=restricted
 	$(CLUSTER_HELM) upgrade --install $(RELEASE) charts/code-sandbox --namespace $(RELEASE_NAMESPACE) --wait --timeout 5m
-	$(CLUSTER_HELM) test $(RELEASE) --namespace $(RELEASE_NAMESPACE) --logs --timeout 5m
+	$(CLUSTER_HELM) test $(RELEASE) --namespace $(RELEASE_NAMESPACE) --timeout 5m
 
 bench: install
 	$(PY) bench/run.py

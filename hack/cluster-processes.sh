@@ -1,5 +1,7 @@
 # Starting, checking and stopping the cluster's daemons, and the teardown that leaves the host as it
 # was (sourced by hack/cluster.sh; needs lib.sh and cluster-config.sh).
+# Pipelines here use `grep PATTERN >/dev/null`, not `grep -q`: under pipefail, grep -q leaving at the
+# first match can kill the writer with SIGPIPE and turn a match into a failure.
 # shellcheck shell=bash
 
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy kube-router)
@@ -10,8 +12,9 @@ start_component() {
   shift 2
   [ "$where" = netns ] && prefix=(ip netns exec "$CONTROL_PLANE_NETNS")
   echo "==== $(date -u +%FT%TZ) starting: $*" >>"$LOGS/$name.log"
-  # exec keeps the pid: subshell -> ip netns exec -> setsid -> the daemon are one process.
-  (exec "${prefix[@]}" setsid "$@") >>"$LOGS/$name.log" 2>&1 </dev/null &
+  # exec keeps the pid: subshell -> ip netns exec -> setsid -> the daemon are one process. The daemon
+  # must not inherit fd 9, hack/cluster.sh's lock.
+  (exec "${prefix[@]}" setsid "$@") >>"$LOGS/$name.log" 2>&1 </dev/null 9>&- &
   echo $! >"$RUN_DIR/$name.pid"
 }
 
@@ -19,7 +22,7 @@ start_component() {
 component_running() {
   local pid
   pid=$(cat "$RUN_DIR/$1.pid" 2>/dev/null) || return 1
-  [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$1"
+  [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -- "$1" >/dev/null
 }
 
 all_components_running() {
@@ -27,23 +30,20 @@ all_components_running() {
   for component in "${COMPONENTS[@]}"; do component_running "$component" || return 1; done
 }
 
-any_component_running() {
-  local component
-  for component in "${COMPONENTS[@]}"; do component_running "$component" && return 0; done
-  return 1
-}
-
-stop_component() {
-  local name=$1 pid deadline
-  if component_running "$name"; then
-    pid=$(cat "$RUN_DIR/$name.pid")
-    kill -TERM "$pid" 2>/dev/null || true
-    deadline=$((SECONDS + 5)) # a development cluster: no long graceful shutdowns
+# stop_components NAME...: SIGTERM to all at once, SIGKILL to whatever still runs 5 s later.
+stop_components() {
+  local name pids=() pid deadline
+  for name in "$@"; do
+    if component_running "$name"; then pids+=("$(cat "$RUN_DIR/$name.pid")"); fi
+  done
+  [ ${#pids[@]} -eq 0 ] || kill -TERM "${pids[@]}" 2>/dev/null || true
+  deadline=$((SECONDS + 5)) # a development cluster: no long graceful shutdowns
+  for pid in "${pids[@]}"; do
     while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt "$deadline" ]; do sleep 0.2; done
     kill -KILL "$pid" 2>/dev/null || true
     while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-  fi
-  rm -f "$RUN_DIR/$name.pid"
+  done
+  for name in "$@"; do rm -f "$RUN_DIR/$name.pid"; done
 }
 
 # Kills every container of the cluster, then lets containerd unmount their root filesystems.
@@ -54,9 +54,21 @@ stop_all_containers() {
     "${ctr[@]}" tasks kill --all --signal SIGKILL "$id" >/dev/null 2>&1 || true
   done
   deadline=$((SECONDS + 20))
-  while "${ctr[@]}" tasks ls 2>/dev/null | grep -q RUNNING && [ $SECONDS -lt "$deadline" ]; do sleep 0.5; done
+  while "${ctr[@]}" tasks ls 2>/dev/null | grep RUNNING >/dev/null && [ $SECONDS -lt "$deadline" ]; do sleep 0.5; done
   for id in $("${ctr[@]}" tasks ls -q 2>/dev/null); do
     "${ctr[@]}" tasks delete --force "$id" >/dev/null 2>&1 || true
+  done
+}
+
+# Every container process lives under the kubepods cgroup, even when nothing supervises it any more
+# (containerd and the kubelet killed by the end of a session, say).
+kill_pod_processes() {
+  local dir procs
+  for dir in /sys/fs/cgroup/pids/kubepods /sys/fs/cgroup/kubepods; do
+    [ -d "$dir" ] || continue
+    procs=$(find "$dir" -name cgroup.procs -exec cat {} + 2>/dev/null)
+    # shellcheck disable=SC2086 # one argument per pid
+    [ -z "$procs" ] || kill -KILL $procs 2>/dev/null || true
   done
 }
 
@@ -64,20 +76,21 @@ stop_all_containers() {
 kill_leftover_shims() {
   local pids
   pids=$(pgrep -f -- "containerd-shim.* -address $CONTAINERD_SOCKET" || true)
+  # shellcheck disable=SC2086 # one argument per pid
   [ -z "$pids" ] || kill -KILL $pids 2>/dev/null || true
 }
 
 unmount_state() {
   local mountpoint
   awk '{print $2}' /proc/self/mounts | grep -E "^($SANDBOX_CLUSTER_DIR|$RUN_DIR)(/|$)" | sort -r |
-    while read -r mountpoint; do umount "$mountpoint" 2>/dev/null || umount -l "$mountpoint"; done
+    while read -r mountpoint; do umount "$mountpoint" 2>/dev/null || umount -l "$mountpoint" || true; done
 }
 
 # Pod network namespaces left by containerd: ours are the ones holding an address of the pod network.
 delete_pod_netns() {
-  local netns prefix=${POD_CIDR%.*.*}.
+  local netns pod_prefix=${POD_CIDR%.*.*}.
   for netns in $(ip netns list | awk '/^cni-/ {print $1}'); do
-    if ip -n "$netns" -4 -o addr show 2>/dev/null | grep -q " inet $prefix"; then
+    if ip -n "$netns" -4 -o addr show 2>/dev/null | grep " inet $pod_prefix" >/dev/null; then
       ip netns delete "$netns" 2>/dev/null || true
     fi
   done
@@ -89,10 +102,12 @@ delete_pod_netns() {
 delete_cluster_iptables_rules() {
   local family
   [ ! -x "$KUBERNETES_BIN/kube-proxy" ] || "$KUBERNETES_BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
+  local rules
   for family in iptables ip6tables; do
     command -v "$family-save" >/dev/null || continue
-    if "$family-save" | grep -qE 'KUBE-|CNI-'; then
-      "$family-save" | grep -vE 'KUBE-|CNI-' | "$family-restore"
+    rules=$("$family-save")
+    if grep -E 'KUBE-|CNI-' <<<"$rules" >/dev/null; then
+      grep -vE 'KUBE-|CNI-' <<<"$rules" | "$family-restore"
     fi
   done
   local set
@@ -104,23 +119,23 @@ delete_cluster_iptables_rules() {
 delete_cgroups() {
   local dir
   for dir in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/unified/kubepods; do
-    [ -d "$dir" ] && find "$dir" -depth -type d -exec rmdir {} + 2>/dev/null || true
+    if [ -d "$dir" ]; then find "$dir" -depth -type d -exec rmdir {} + 2>/dev/null || true; fi
   done
 }
 
 down() {
   [ -d "$RUN_DIR" ] || mkdir -p "$RUN_DIR"
-  stop_component kubelet
+  # The kubelet first, or it restarts the containers being stopped.
+  stop_components kubelet
   stop_all_containers
-  stop_component containerd
+  kill_pod_processes
+  stop_components containerd kube-router kube-proxy kube-scheduler kube-controller-manager kube-apiserver etcd
   kill_leftover_shims
-  local component
-  for component in kube-router kube-proxy kube-scheduler kube-controller-manager kube-apiserver etcd; do
-    stop_component "$component"
-  done
   delete_pod_netns
   unmount_state
   ip netns delete "$CONTROL_PLANE_NETNS" 2>/dev/null || true
+  # `ip netns add` made /run/netns a mount point; undo that when no namespace is left in it.
+  if [ -z "$(ip netns list)" ] && mountpoint -q /run/netns; then umount /run/netns; fi
   ip link delete "$CONTROL_PLANE_LINK" 2>/dev/null || true
   ip link delete "$POD_BRIDGE" 2>/dev/null || true
   delete_cluster_iptables_rules
@@ -136,8 +151,8 @@ report_leftovers() {
   pgrep -f -- "$ours" >/dev/null && leftovers+=("processes: $(pgrep -d' ' -f -- "$ours")")
   grep -qE " ($SANDBOX_CLUSTER_DIR|$RUN_DIR)" /proc/self/mounts && leftovers+=("mounts")
   ip link show "$POD_BRIDGE" >/dev/null 2>&1 && leftovers+=("device $POD_BRIDGE")
-  iptables-save 2>/dev/null | grep -qE 'KUBE-|CNI-' && leftovers+=("iptables rules")
-  ipset list -n 2>/dev/null | grep -qE '^(inet6:)?(KUBE-|kube-router)' && leftovers+=("ipsets")
+  iptables-save 2>/dev/null | grep -E 'KUBE-|CNI-' >/dev/null && leftovers+=("iptables rules")
+  ipset list -n 2>/dev/null | grep -E '^(inet6:)?(KUBE-|kube-router)' >/dev/null && leftovers+=("ipsets")
   if [ ${#leftovers[@]} -gt 0 ]; then
     log "warning: left behind: ${leftovers[*]}"
     return 1

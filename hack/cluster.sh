@@ -49,7 +49,7 @@ prepare_host() {
 
 # The control plane's network namespace and the veth that joins it to the host.
 create_control_plane_network() {
-  ip netns list | grep -qw "$CONTROL_PLANE_NETNS" || ip netns add "$CONTROL_PLANE_NETNS"
+  ip netns list | grep -w "$CONTROL_PLANE_NETNS" >/dev/null || ip netns add "$CONTROL_PLANE_NETNS"
   if ! ip link show "$CONTROL_PLANE_LINK" >/dev/null 2>&1; then
     ip link add "$CONTROL_PLANE_LINK" type veth peer name eth0 netns "$CONTROL_PLANE_NETNS"
     ip addr add "$NODE_IP/30" dev "$CONTROL_PLANE_LINK"
@@ -61,6 +61,8 @@ create_control_plane_network() {
   fi
 }
 
+# Privileged pods are allowed cluster-wide, as on a real cluster: Pod Security admission decides per
+# namespace (sandbox namespaces enforce `restricted`).
 start_control_plane() {
   start_component etcd netns "$ETCD_BIN/etcd" --name sandbox --data-dir "$SANDBOX_CLUSTER_DIR/etcd" \
     --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
@@ -141,10 +143,8 @@ up() {
     print_usage_hint
     return 0
   fi
-  if any_component_running; then
-    log "==> some components run, others do not: restarting the whole cluster"
-    down
-  fi
+  # Whatever a previous run left (a crash, a killed session, some components still up) goes first.
+  phase "clean up what a previous run left" down || log "    continuing despite the leftovers above"
   phase "host packages and kernel settings" prepare_host
   phase "binaries (cached in $SANDBOX_CACHE/bin)" "$HACK_DIR/build.sh" all
   phase "images (cached in $SANDBOX_CACHE/images)" "$HACK_DIR/images.sh" tarballs >/dev/null

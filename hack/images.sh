@@ -14,6 +14,7 @@
 #       --user UID:GID       default 65532:65532 (an /etc/passwd entry "sandbox" is added for Debian images)
 #       --env KEY=VALUE      repeatable
 #       --import             import into the running cluster's containerd afterwards
+#   hack/images.sh tarballs                  build the cluster's images, print their tarball paths
 #   hack/images.sh import TARBALL...         import tarballs into the cluster's containerd (k8s.io namespace)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -36,10 +37,11 @@ apt_sources() {
   return 0
 }
 
-# Hash of everything that determines the image: this script, the arguments, copied content, apt sources.
+# Hash of everything that determines the image: this script's code (not its comments), the arguments,
+# copied content, apt sources.
 input_hash() { # NAME PACKAGES COPIES RUNS ENTRYPOINT USER ENV
   {
-    cat "${BASH_SOURCE[0]}"
+    grep -v '^[[:space:]]*#' "${BASH_SOURCE[0]}"
     printf '%s\n' "$@"
     local copy src
     for copy in $3; do
@@ -168,7 +170,7 @@ main() {
     tarballs) cluster_images ;;
     image) shift; image_command "$@" ;;
     import) shift; import_images "$@" ;;
-    *) die "usage: hack/images.sh build | image NAME:TAG [options] | import TARBALL... (see its header)" ;;
+    *) die "usage: hack/images.sh build | tarballs | image NAME:TAG [options] | import TARBALL... (see its header)" ;;
   esac
 }
 

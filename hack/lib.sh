@@ -47,8 +47,9 @@ ensure_debian_packages() {
   [ "$(id -u)" -eq 0 ] || die "need root to install ${missing[*]}"
   log "    installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  local output
+  output=$(apt-get update -qq 2>&1 && apt-get install -y -qq --no-install-recommends "${missing[@]}" 2>&1) ||
+    { printf '%s\n' "$output" >&2; die "could not install ${missing[*]} with apt-get (output above)"; }
 }
 
 require_root() {

@@ -14,6 +14,7 @@ from sandbox_operator.config import OperatorConfig
 RUNNER_DIR = "/sandbox/runner"
 RUNNER_FILE = "runner.py"
 SPEC_FILE = "spec.json"
+GATE_FILE = "isolation_gate.py"
 WORK_DIR = "/sandbox/work"
 SANDBOX_UID = 65532
 CONTAINER_NAME = "sandbox"
@@ -24,6 +25,11 @@ DEADLINE_GRACE_SECONDS = 30
 def runner_source() -> str:
     """The runner module's source, shipped in the ConfigMap so any image with python3 can run it."""
     return resources.files("sandbox_runner").joinpath("runner.py").read_text()
+
+
+def gate_source() -> str:
+    """The isolation gate that starts the runner once the pod's network is cut off."""
+    return resources.files("sandbox_operator").joinpath(GATE_FILE).read_text()
 
 
 def child_labels(execution_name: str, language: Language) -> dict[str, str]:
@@ -48,8 +54,21 @@ def build_configmap_for(
         },
         # Immutable: the kubelet need not watch it, and nobody can swap the code under a running pod.
         "immutable": True,
-        "data": {RUNNER_FILE: runner, SPEC_FILE: json.dumps(runner_spec, ensure_ascii=False)},
+        "data": {
+            RUNNER_FILE: runner,
+            GATE_FILE: gate_source(),
+            SPEC_FILE: json.dumps(runner_spec, ensure_ascii=False),
+        },
     }
+
+
+def runner_command(config: OperatorConfig) -> list[str]:
+    """The container's command: the runner, behind the isolation gate unless that is switched off."""
+    runner = [f"{RUNNER_DIR}/{RUNNER_FILE}", f"{RUNNER_DIR}/{SPEC_FILE}"]
+    # -I: ignore PYTHON* variables and user site-packages the image might carry.
+    if config.isolation_wait_seconds:
+        return ["python3", "-I", f"{RUNNER_DIR}/{GATE_FILE}", str(config.isolation_wait_seconds), *runner]
+    return ["python3", "-I", *runner]
 
 
 def build_job_for(
@@ -69,8 +88,7 @@ def build_job_for(
         "name": CONTAINER_NAME,
         "image": language.image,
         "imagePullPolicy": config.image_pull_policy,
-        # -I: the runner ignores PYTHON* variables and user site-packages the image might carry.
-        "command": ["python3", "-I", f"{RUNNER_DIR}/{RUNNER_FILE}", f"{RUNNER_DIR}/{SPEC_FILE}"],
+        "command": runner_command(config),
         "workingDir": WORK_DIR,
         "resources": {
             # Requests equal limits for memory so the scheduler never overcommits a sandbox.

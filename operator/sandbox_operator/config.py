@@ -32,6 +32,8 @@ class OperatorConfig:
     runtime_class_name: str | None = None
     node_selector: dict[str, str] = field(default_factory=dict)
     tolerations: list[dict] = field(default_factory=list)
+    # Code starts only once the pod's network is cut off (NetworkPolicy enforced); 0 skips the check.
+    isolation_wait_seconds: int = 30
     # A Job the operator failed to delete is removed by Kubernetes after this long anyway.
     job_ttl_seconds: int = 600
     limits: ExecutionLimits = field(default_factory=ExecutionLimits)
@@ -60,6 +62,7 @@ class OperatorConfig:
             node_selector=_json(env, "SANDBOX_NODE_SELECTOR", {}, dict),
             tolerations=_json(env, "SANDBOX_TOLERATIONS", [], list),
             job_ttl_seconds=_int(env, "SANDBOX_JOB_TTL_SECONDS", defaults.job_ttl_seconds),
+            isolation_wait_seconds=_int(env, "SANDBOX_ISOLATION_WAIT_SECONDS", defaults.isolation_wait_seconds),
             limits=ExecutionLimits(
                 default_timeout_seconds=_int(env, "SANDBOX_DEFAULT_TIMEOUT_SECONDS", base_limits.default_timeout_seconds),
                 max_timeout_seconds=_int(env, "SANDBOX_MAX_TIMEOUT_SECONDS", base_limits.max_timeout_seconds),

@@ -168,21 +168,21 @@ async def start_execution(
 
 
 @kopf.on.event("", "v1", "pods", labels={contract.LABEL_MANAGED_BY: contract.MANAGED_BY})
-async def follow_sandbox_pod(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+async def follow_sandbox_pod(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Every change of a sandbox pod re-examines its execution at once (the fast path)."""
     metadata = body.get("metadata", {})
     execution = metadata.get("labels", {}).get(contract.LABEL_EXECUTION)
     # A pod being deleted is mostly our own clean-up; anything else the timer notices.
     if execution and not metadata.get("deletionTimestamp"):
-        await reconcile(memo, body["metadata"]["namespace"], execution, logger)
+        await reconcile(memo, body["metadata"]["namespace"], execution)
 
 
 @kopf.timer(*RESOURCE, interval=RECHECK_INTERVAL_SECONDS, when=_is_active)
-async def recheck_execution(name: str, namespace: str, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+async def recheck_execution(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
     """The safety net: enforces the setup deadline and catches what events missed."""
     memo.active.add((namespace, name))
     metrics.IN_FLIGHT.set(len(memo.active))
-    await reconcile(memo, namespace, name, logger)
+    await reconcile(memo, namespace, name)
 
 
 @kopf.timer(*RESOURCE, interval=RETENTION_INTERVAL_SECONDS, when=_is_finished)

@@ -35,14 +35,14 @@ def parse_time(value: str | None) -> datetime.datetime | None:
     return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-async def reconcile(memo: kopf.Memo, namespace: str, name: str, logger: logging.Logger) -> None:
+async def reconcile(memo: kopf.Memo, namespace: str, name: str) -> None:
     """Bring one execution's status up to date with its Job and pod; finish it when they ended."""
     # One look at a time per execution in this process, so a burst of pod events reads the log once.
     async with memo.locks.setdefault((namespace, name), asyncio.Lock()):
-        await _reconcile(memo, namespace, name, logger)
+        await _reconcile(memo, namespace, name)
 
 
-async def _reconcile(memo: kopf.Memo, namespace: str, name: str, logger: logging.Logger) -> None:
+async def _reconcile(memo: kopf.Memo, namespace: str, name: str) -> None:
     objects = client.CustomObjectsApi(memo.api)
     try:
         execution = await objects.get_namespaced_custom_object(*RESOURCE[:2], namespace, contract.PLURAL, name)

@@ -48,6 +48,7 @@ def test_configmap_carries_runner_and_spec_immutably():
     configmap = build_configmap_for(NAME, language=PYTHON, runner_spec=spec, runner=runner_source())
     assert configmap["immutable"] is True
     assert "@@sandbox-result@@" in configmap["data"]["runner.py"]
+    assert "os.execv" in configmap["data"]["isolation_gate.py"]
     document = json.loads(configmap["data"]["spec.json"])
     assert document["workdir"] == WORK_DIR
     assert document["stdin"] == "hi"
@@ -67,7 +68,10 @@ def test_pod_runs_the_runner_from_the_configmap_as_uid_65532():
     container = pod["containers"][0]
     assert container["image"] == PYTHON.image
     assert container["imagePullPolicy"] == "IfNotPresent"
-    assert container["command"] == ["python3", "-I", "/sandbox/runner/runner.py", "/sandbox/runner/spec.json"]
+    assert container["command"] == ["python3", "-I", "/sandbox/runner/isolation_gate.py", "30",
+                                    "/sandbox/runner/runner.py", "/sandbox/runner/spec.json"]
+    ungated = job(OperatorConfig(isolation_wait_seconds=0))["spec"]["template"]["spec"]["containers"][0]
+    assert ungated["command"] == ["python3", "-I", "/sandbox/runner/runner.py", "/sandbox/runner/spec.json"]
     assert pod["securityContext"]["runAsUser"] == container["securityContext"]["runAsUser"] == 65532
     assert pod["securityContext"]["runAsGroup"] == 65532
     runner_volume = next(v for v in pod["volumes"] if v["name"] == "runner")

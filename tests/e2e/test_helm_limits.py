@@ -1,0 +1,47 @@
+"""Per-key limits hold across two API replicas: a key cannot get twice its share by being served
+by both. Its own release (rate and concurrency set low), called from a pod inside the cluster."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.test_helm import Release, install, uninstall
+
+pytestmark = [
+    pytest.mark.e2e,
+    # Fails until sandbox_api.shared_limits replaces the in-memory limiters in the API; then it
+    # passes, strict xfail turns that into a failure, and this marker is deleted.
+    pytest.mark.xfail(strict=True, reason="the API still limits per replica (shared_limits not wired in)"),
+]
+BURST = 12
+CONCURRENT = 2
+
+
+@pytest.fixture(scope="module")
+def limited() -> Iterator[Release]:
+    installed = install(f"sbxlim-{uuid.uuid4().hex[:8]}", "--set", "api.replicas=2", "--set", "operator.replicas=1",
+                        "--set", "api.ratePerMinute=1", "--set", f"api.rateBurst={BURST}",
+                        "--set", f"api.maxConcurrentPerKey={CONCURRENT}")
+    try:
+        yield installed
+    finally:
+        uninstall(installed)
+
+
+def test_concurrency_and_rate_hold_across_both_replicas(limited):
+    first, second = limited.api_pod_urls()
+    # Concurrency: four long executions, alternating replicas; only CONCURRENT are admitted.
+    statuses = [
+        limited.execute(url, "python", "import time; time.sleep(30)", wait=False)[0]
+        for url in (first, second, first, second)
+    ]
+    assert sorted(statuses) == [202] * CONCURRENT + [429] * (4 - CONCURRENT), statuses
+    # Rate: the four calls above took four tokens of the burst; the rest of it is shared too.
+    answers = [limited.call("GET", f"{url}/api/sandbox/languages")[0] for url in (first, second) * (BURST // 2)]
+    allowed = answers.count(200)
+    # One token a minute may drip in while the test runs; a per-replica bucket would allow all 12.
+    assert BURST - 4 <= allowed <= BURST - 3, answers
+    assert set(answers) <= {200, 429}
