@@ -92,7 +92,9 @@ def main() -> None:
         operator = subprocess.Popen(
             [sys.executable, "-m", "sandbox_operator", "--log-format", "plain",
              "--liveness", f"http://127.0.0.1:{operator_port}/healthz"],
-            env={**env, "SANDBOX_NAMESPACES": namespace, "SANDBOX_METRICS_PORT": str(free_port())},
+            # 25m CPU requested per sandbox, so 20 in flight fit on the 2-CPU development node.
+            env={**env, "SANDBOX_NAMESPACES": namespace, "SANDBOX_METRICS_PORT": str(free_port()),
+                 "SANDBOX_CPU_REQUEST": "25m"},
             stdout=(workdir / "operator.log").open("wb"), stderr=subprocess.STDOUT,
         )
         processes.append(operator)

@@ -11,6 +11,10 @@ start_component() {
   local name=$1 where=$2 prefix=()
   shift 2
   [ "$where" = netns ] && prefix=(ip netns exec "$CONTROL_PLANE_NETNS")
+  # Logs are appended across runs; keep one previous generation once a log passes 50 MB.
+  if [ "$(stat -c %s "$LOGS/$name.log" 2>/dev/null || echo 0)" -gt 50000000 ]; then
+    mv "$LOGS/$name.log" "$LOGS/$name.log.1"
+  fi
   echo "==== $(date -u +%FT%TZ) starting: $*" >>"$LOGS/$name.log"
   # exec keeps the pid: subshell -> ip netns exec -> setsid -> the daemon are one process. The daemon
   # must not inherit fd 9, hack/cluster.sh's lock.
@@ -149,6 +153,8 @@ report_leftovers() {
   local leftovers=()
   local ours="^($KUBERNETES_BIN/kube-|$KUBERNETES_BIN/kubelet|$ETCD_BIN/|$KUBE_ROUTER_BIN/)|containerd --config $CONF/|-address $CONTAINERD_SOCKET"
   pgrep -f -- "$ours" >/dev/null && leftovers+=("processes: $(pgrep -d' ' -f -- "$ours")")
+  [ -z "$(find /sys/fs/cgroup/pids/kubepods /sys/fs/cgroup/kubepods -name cgroup.procs -exec cat {} + 2>/dev/null)" ] ||
+    leftovers+=("container processes")
   grep -qE " ($SANDBOX_CLUSTER_DIR|$RUN_DIR)" /proc/self/mounts && leftovers+=("mounts")
   ip link show "$POD_BRIDGE" >/dev/null 2>&1 && leftovers+=("device $POD_BRIDGE")
   iptables-save 2>/dev/null | grep -E 'KUBE-|CNI-' >/dev/null && leftovers+=("iptables rules")

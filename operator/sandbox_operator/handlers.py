@@ -25,7 +25,6 @@ from sandbox_operator.reconciler import RESOURCE, conditions, finish, now, parse
 from sandbox_operator.runner_spec import InputFile, InvalidSpecError, build_runner_spec
 
 RECHECK_INTERVAL_SECONDS = 5
-RETENTION_INTERVAL_SECONDS = 10
 
 
 class SpecFreeDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
@@ -185,15 +184,22 @@ async def recheck_execution(name: str, namespace: str, memo: kopf.Memo, **_: Any
     await reconcile(memo, namespace, name)
 
 
-@kopf.timer(*RESOURCE, interval=RETENTION_INTERVAL_SECONDS, when=_is_finished)
+@kopf.daemon(*RESOURCE, when=_is_finished, cancellation_timeout=5)
 async def expire_finished(
-    spec: kopf.Spec, status: kopf.Status, name: str, namespace: str, memo: kopf.Memo, logger: logging.Logger, **_: Any,
+    spec: kopf.Spec, status: kopf.Status, name: str, namespace: str, memo: kopf.Memo, logger: logging.Logger,
+    stopped: kopf.DaemonStopped, **_: Any,
 ) -> None:
-    """Delete a finished execution once it is older than its ttlSecondsAfterFinished."""
-    finished = parse_time(status.get("completionTime"))
+    """Delete a finished execution once it is older than its ttlSecondsAfterFinished.
+
+    A daemon sleeping until that moment, not a timer: nothing to do (or to log) in between.
+    """
+    finished = parse_time(status.get("completionTime")) or now()
     ttl = spec.get("ttlSecondsAfterFinished", 3600)
-    if finished is None or (now() - finished).total_seconds() < ttl:
-        return
+    remaining = ttl - (now() - finished).total_seconds()
+    if remaining > 0:
+        await stopped.wait(remaining)
+        if stopped:
+            return  # the operator is stopping or the execution is being deleted anyway
     try:
         await client.CustomObjectsApi(memo.api).delete_namespaced_custom_object(
             *RESOURCE[:2], namespace, contract.PLURAL, name, propagation_policy="Background"

@@ -192,10 +192,9 @@ def test_execution_created_through_one_replica_is_read_through_the_other(release
 # Runs in an API pod: connect to each HOST:PORT argument, print which ones connected.
 PROBE = """
 import json, os, socket, sys
-targets = [t.replace("KUBERNETES", os.environ["KUBERNETES_SERVICE_HOST"]) for t in sys.argv[1:]]
 reached = {}
-for target in targets:
-    host, port = target.rsplit(":", 1)
+for target in sys.argv[1:]:
+    host, port = target.replace("KUBERNETES", os.environ["KUBERNETES_SERVICE_HOST"]).rsplit(":", 1)
     try:
         socket.create_connection((host, int(port)), timeout=5).close()
         reached[target] = True

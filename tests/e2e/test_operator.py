@@ -135,6 +135,9 @@ def operator(request, sandbox_crd, tmp_path_factory) -> OperatorProcess:
     env = {
         **os.environ, "KUBECONFIG": KUBECONFIG, "SANDBOX_NAMESPACES": f"{NAMESPACE_PREFIX}*",
         "SANDBOX_SETUP_DEADLINE_SECONDS": str(SETUP_DEADLINE_SECONDS), "SANDBOX_LANGUAGES_FILE": str(languages),
+        # The dev node has 2 CPUs: at the default 100m request only ~19 sandboxes fit at once, and the
+        # 50-at-once test would see the rest wait past the (short) setup deadline.
+        "SANDBOX_CPU_REQUEST": "25m",
     }
     process = OperatorProcess(env, workdir / "operator.log")
     process.start()

@@ -51,6 +51,7 @@ def find(docs: list[dict], kind: str, name_part: str = "") -> list[dict]:
 
 def pod_specs(docs: list[dict]) -> dict[str, dict]:
     specs = {d["metadata"]["name"]: d["spec"]["template"]["spec"] for d in find(docs, "Deployment")}
+    specs.update({d["metadata"]["name"]: d["spec"]["template"]["spec"] for d in find(docs, "Job")})
     specs.update({d["metadata"]["name"]: d["spec"] for d in find(docs, "Pod")})
     return specs
 
@@ -62,7 +63,7 @@ def default_docs() -> list[dict]:
 
 def test_every_pod_passes_restricted_and_is_hardened(default_docs):
     specs = pod_specs(default_docs)
-    assert set(specs) == {"code-sandbox-api", "code-sandbox-operator", "code-sandbox-test-execution"}
+    assert set(specs) == {"code-sandbox-api", "code-sandbox-operator", "code-sandbox-cleanup", "code-sandbox-test-execution"}
     for name, spec in specs.items():
         assert restricted_violations(spec) == [], name
         assert spec["automountServiceAccountToken"] is False, name
@@ -79,7 +80,7 @@ def test_every_pod_passes_restricted_and_is_hardened(default_docs):
         assert not any("hostPath" in volume for volume in spec.get("volumes", [])), name
 
 
-def test_only_our_two_components_get_a_service_account_token(default_docs):
+def test_only_pods_calling_the_kubernetes_api_get_a_service_account_token(default_docs):
     for name, spec in pod_specs(default_docs).items():
         projected = [v for v in spec.get("volumes", []) if "projected" in v]
         tokens = [s for v in projected for s in v["projected"]["sources"] if "serviceAccountToken" in s]
@@ -88,6 +89,8 @@ def test_only_our_two_components_get_a_service_account_token(default_docs):
         else:
             assert len(tokens) == 1, name
             assert spec["enableServiceLinks"] is False
+            mounts = [m for c in spec["containers"] for m in c.get("volumeMounts", []) if m["name"] == "kube-api-access"]
+            assert mounts and all(m["readOnly"] for m in mounts), name
     for account in find(default_docs, "ServiceAccount"):
         assert account["automountServiceAccountToken"] is False
 
@@ -198,7 +201,7 @@ def test_generated_key_secret_holds_a_keys_file_matching_the_client_key(default_
 
 def test_existing_secret_replaces_the_generated_one():
     docs = render("--set", "api.keys.existingSecret=my-keys")
-    assert find(docs, "Secret") == [] and find(docs, "Pod") == []
+    assert find(docs, "Secret") == [] and find(docs, "Pod") == []  # the helm test needs the generated key
     (api,) = find(docs, "Deployment", "api")
     (volume,) = [v for v in api["spec"]["template"]["spec"]["volumes"] if v["name"] == "keys"]
     assert volume["secret"]["secretName"] == "my-keys"
@@ -238,3 +241,13 @@ def test_chart_crd_is_the_operator_crd():
     assert chart_crd == yaml.safe_load((REPO / "manifests" / "crd.yaml").read_text())
     chart_peering = list(yaml.safe_load_all((CHART / "crds" / "kopf-peerings.yaml").read_text()))
     assert chart_peering == list(yaml.safe_load_all((REPO / "manifests" / "peering.yaml").read_text()))
+
+
+def test_uninstall_cleanup_runs_first_as_the_operator_under_its_network_policy(default_docs):
+    (job,) = find(default_docs, "Job", "cleanup")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete"
+    pod = job["spec"]["template"]
+    assert pod["spec"]["serviceAccountName"] == "code-sandbox-operator"
+    (policy,) = [d for d in find(default_docs, "NetworkPolicy") if d["metadata"]["name"] == "code-sandbox-operator"]
+    (expression,) = policy["spec"]["podSelector"]["matchExpressions"]
+    assert pod["metadata"]["labels"]["app.kubernetes.io/component"] in expression["values"]
