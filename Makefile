@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test test-unit test-integration test-e2e cluster-up cluster-down cluster-status images deploy bench
+.PHONY: install run test test-unit test-integration test-e2e cluster-up cluster-down cluster-status images deploy bench bench-cluster
 
 install: $(VENV)/.installed
 
@@ -57,5 +57,8 @@ deploy:  ## build and import the API and operator images, helm upgrade --install
 	$(CLUSTER_HELM) upgrade --install $(RELEASE) charts/code-sandbox --namespace $(RELEASE_NAMESPACE) --wait --timeout 5m
 	$(CLUSTER_HELM) test $(RELEASE) --namespace $(RELEASE_NAMESPACE) --timeout 5m
 
-bench: install
+bench: install  ## local backend: latency vs a bare interpreter, throughput
 	$(PY) bench/run.py
+
+bench-cluster: install  ## real cluster: API -> SandboxExecution -> result vs a bare Job
+	$(PY) bench/cluster_bench.py

@@ -4,12 +4,11 @@ of every other way a Job or pod can stop (pure functions over plain status dicts
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from sandbox_operator import contract
+from sandbox_runner import ResultLineError, read_result
 
-RESULT_MARKER = "@@sandbox-result@@ "
 # Container waiting reasons that never resolve by themselves: fail at once, not at the deadline.
 FATAL_WAITING_REASONS = frozenset({"ErrImageNeverPull", "InvalidImageName", "CreateContainerConfigError"})
 
@@ -36,16 +35,13 @@ class Observation:
 
 def parse_result_line(log: str) -> dict:
     """The runner's result document: the last line of the log that starts with the marker."""
-    for line in reversed(log.splitlines()):
-        if line.startswith(RESULT_MARKER):
-            try:
-                document = json.loads(line[len(RESULT_MARKER):])
-            except json.JSONDecodeError as error:
-                raise ResultError(f"the runner's result line is not valid JSON ({error})") from None
-            if not isinstance(document, dict) or document.get("status") not in contract.TERMINAL_PHASES:
-                raise ResultError("the runner's result line has no valid status")
-            return document
-    raise ResultError("the runner printed no result line")
+    try:
+        document = read_result(log)
+    except ResultLineError as error:
+        raise ResultError(str(error)) from None
+    if document.get("status") not in contract.TERMINAL_PHASES:
+        raise ResultError("the runner's result line has no valid status")
+    return document
 
 
 def status_from_result(document: dict) -> dict:

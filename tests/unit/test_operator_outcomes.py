@@ -39,7 +39,7 @@ def test_parse_takes_the_last_marker_line():
         ("Traceback (most recent call last):\n", "no result line"),
         ("@@sandbox-result@@ {not json\n", "not valid JSON"),
         ("@@sandbox-result@@ {\"status\": \"weird\"}\n", "no valid status"),
-        ("@@sandbox-result@@ [1]\n", "no valid status"),
+        ("@@sandbox-result@@ [1]\n", "not a JSON object"),
     ],
 )
 def test_unreadable_results_are_errors_with_a_reason(log, message):

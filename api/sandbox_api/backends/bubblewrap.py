@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox_api.backends.cgroups import SandboxCgroup
+from sandbox_runner import RESULT_MARKER, ResultLineError, read_result
 
 log = logging.getLogger(__name__)
 
-RESULT_MARKER = b"@@sandbox-result@@ "
+RESULT_MARKER_BYTES = RESULT_MARKER.encode()
 RUNNER_PATH_INSIDE = "/sandbox/runner.py"
 SANDBOX_UID = 65534  # nobody: the program's uid inside and, when we are root, outside too
 # The runner (a Python interpreter) and bubblewrap live in the execution's cgroup next to the
@@ -115,14 +116,10 @@ def launch_argv(host: SandboxHost, *, workdir: str, cgroup: SandboxCgroup | None
 
 def parse_result(stdout: bytes) -> dict | None:
     """The last result line of the runner's stdout, or None when there is none or it is not JSON."""
-    for line in reversed(stdout.splitlines()):
-        if line.startswith(RESULT_MARKER):
-            try:
-                document = json.loads(line[len(RESULT_MARKER):])
-            except ValueError:
-                return None
-            return document if isinstance(document, dict) else None
-    return None
+    try:
+        return read_result(stdout.decode("utf-8", "replace"))
+    except ResultLineError:
+        return None
 
 
 async def _read_capped(stream: asyncio.StreamReader, cap: int) -> bytes:
@@ -184,7 +181,7 @@ async def _read_result_line(stream: asyncio.StreamReader, cap: int) -> bytes:
     while chunk := await stream.read(65536):
         if len(kept) < cap:
             kept += chunk[: cap - len(kept)]
-        if kept.endswith(b"\n") and RESULT_MARKER in kept:
+        if kept.endswith(b"\n") and RESULT_MARKER_BYTES in kept:
             break
     return bytes(kept)
 
