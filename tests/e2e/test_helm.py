@@ -205,10 +205,12 @@ print(json.dumps(reached))
 
 
 def test_api_pods_reach_the_kubernetes_api_and_nothing_else(release):
-    pods = get_json("pods", "-n", release.namespace, "-l", f"app.kubernetes.io/instance={release.name},app.kubernetes.io/name=api")
-    first, second = (p for p in pods["items"])
-    other = f"{second['status']['podIP']}:8000"
-    out = kubectl("exec", "-n", release.namespace, first["metadata"]["name"], "--", "/opt/sandbox/bin/python", "-c",
+    selector = f"app.kubernetes.io/instance={release.name},app.kubernetes.io/name="
+    api = get_json("pods", "-n", release.namespace, "-l", selector + "api")["items"][0]
+    # The operator's health port accepts anyone (its ingress rule), so only the API's egress can stop it.
+    operator = get_json("pods", "-n", release.namespace, "-l", selector + "operator")["items"][0]
+    other = f"{operator['status']['podIP']}:8080"
+    out = kubectl("exec", "-n", release.namespace, api["metadata"]["name"], "--", "/opt/sandbox/bin/python", "-c",
                   PROBE, "KUBERNETES:443", other).stdout
     reached = json.loads(out)
     assert reached["KUBERNETES:443"] is True, "the API must reach the Kubernetes API"
@@ -229,7 +231,8 @@ def test_exactly_one_operator_replica_acts(release):
 
 def test_upgrade_adds_a_language_and_loses_no_execution_in_flight(release):
     url = release.service_url()
-    status, accepted = release.execute(url, "python", "import time; time.sleep(15); print('survived')", wait=False)
+    status, accepted = release.execute(url, "python", "import time; time.sleep(15); print('survived')",
+                                       timeout_seconds=60, wait=False)
     assert status == 202, accepted
     blocking: dict = {}
     waiter = threading.Thread(target=lambda: blocking.update(answer=release.execute(
@@ -254,14 +257,16 @@ def test_upgrade_adds_a_language_and_loses_no_execution_in_flight(release):
 def test_uninstall_leaves_only_the_crds(release):
     helm("uninstall", release.name, "--namespace", release.namespace, "--wait", "--timeout", "3m")
     selector = f"app.kubernetes.io/instance={release.name}"
-    kinds = "deployments,pods,services,configmaps,secrets,serviceaccounts,roles,rolebindings,networkpolicies,poddisruptionbudgets"
-    left = kubectl("get", kinds, "-A", "-l", selector, "-o", "name").stdout.split()
-    assert left == []
-    cluster_left = kubectl("get", "clusterroles,clusterrolebindings", "-l", selector, "-o", "name").stdout.split()
-    assert cluster_left == []
+    kinds = ("deployments,replicasets,pods,jobs,services,configmaps,secrets,serviceaccounts,roles,rolebindings,"
+             "networkpolicies,poddisruptionbudgets,clusterroles,clusterrolebindings")
     deadline = time.monotonic() + FINISH_SECONDS
-    while kubectl("get", "namespace", release.sandbox_namespace, check=False).returncode == 0:
-        assert time.monotonic() < deadline, "the sandbox namespace (executions, leases) was not deleted"
+    # Pods end after their grace period, the namespace after its contents: wait for both, bounded.
+    while True:
+        left = kubectl("get", kinds, "-A", "-l", selector, "-o", "name").stdout.split()
+        namespace_left = kubectl("get", "namespace", release.sandbox_namespace, check=False).returncode == 0
+        if not left and not namespace_left:
+            break
+        assert time.monotonic() < deadline, f"left behind: {left}, sandbox namespace: {namespace_left}"
         time.sleep(2)
     for crd in ("sandboxexecutions.sandbox.dev", "kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"):
         kubectl("get", "crd", crd)
