@@ -17,9 +17,10 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
+
+from tests.serving import wait_until_serving
 
 pytestmark = pytest.mark.e2e
 
@@ -70,16 +71,7 @@ class OperatorProcess:
                  "--liveness", f"http://127.0.0.1:{port}/healthz"],
                 env={**self.env, "SANDBOX_METRICS_PORT": str(self.metrics_port)}, stdout=log, stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + 60
-        while True:
-            assert self.process.poll() is None, f"the operator exited:\n{self.log()[-3000:]}"
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"the operator did not get ready:\n{self.log()[-3000:]}"
-            time.sleep(0.2)
+        wait_until_serving(self.process, f"http://127.0.0.1:{port}/healthz", what="the operator", log=self.log, timeout=60)
 
     def kill(self) -> None:
         """SIGKILL: no chance to clean up, as when a node dies."""

@@ -11,7 +11,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ import httpx
 import pytest
 
 from sandbox_api.auth import digest, generate_key
+from tests.serving import wait_until_serving
 
 TENANT = "tenant-a"
 OTHER_TENANT = "tenant-b"
@@ -87,16 +87,8 @@ def start_api_server(api_server_env, tmp_path_factory) -> Iterator[Callable[...,
             )
         processes.append(process)
         base_url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + SERVER_START_SECONDS
-        while True:
-            assert process.poll() is None, f"the API server exited:\n{log_path.read_text()[-3000:]}"
-            try:
-                if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"the API server did not get ready:\n{log_path.read_text()[-3000:]}"
-            time.sleep(0.1)
+        wait_until_serving(process, f"{base_url}/readyz", what="the API server", log=log_path.read_text,
+                           timeout=SERVER_START_SECONDS)
         client = _client(base_url, key, ApiClient)
         client.other_tenant = _client(base_url, other_key)
         client.anonymous = _client(base_url, None)
