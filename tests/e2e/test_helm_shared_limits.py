@@ -8,6 +8,7 @@ import os
 import uuid
 
 import pytest
+import yaml
 
 from sandbox_api.limits import LimitExceeded
 from sandbox_api.shared_limits import SharedLimits
@@ -73,9 +74,8 @@ def test_tenants_have_separate_buckets(namespace):
     assert asyncio.run(run_with(limiters, body)) == ((2, 2), (2, 0))
 
 
-def execution(name: str, tenant: str, phase: str | None) -> str:
-    import yaml
-
+def execution(name: str, tenant: str) -> str:
+    """A SandboxExecution of `tenant`; no operator serves this namespace, so it stays unfinished."""
     body = {
         "apiVersion": contract.API_VERSION, "kind": contract.KIND,
         "metadata": {"name": name, "labels": {contract.LABEL_TENANT: contract.tenant_label_value(tenant)}},
@@ -87,7 +87,7 @@ def execution(name: str, tenant: str, phase: str | None) -> str:
 def test_concurrency_counts_unfinished_executions_across_replicas(namespace):
     # Two unfinished executions already exist for the tenant (no operator here: they stay pending).
     for name in ("running-a", "running-b"):
-        kubectl("apply", "-n", namespace, "-f", "-", input=execution(name, "acme", None))
+        kubectl("apply", "-n", namespace, "-f", "-", input=execution(name, "acme"))
     limiters = replicas(namespace, per_minute=600, burst=100, per_tenant=3)
 
     async def body():
