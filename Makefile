@@ -1,13 +1,16 @@
 # The project's front door. `make run` serves the API locally; `make test` runs every test tier.
 SHELL := /bin/bash
 VENV ?= .venv
+# The manifest scanner (checkov) has a venv of its own: it pins packaging<24, pytest 9 needs >=24,
+# and its dependencies conflict with the project's.
+SCAN_VENV ?= .venv-scan
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .PHONY: install run test test-unit test-integration test-e2e cluster-up cluster-down cluster-status images deploy bench bench-cluster
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed $(SCAN_VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml hack/install-deps.sh
 	@hack/install-deps.sh
@@ -16,10 +19,17 @@ $(VENV)/.installed: pyproject.toml hack/install-deps.sh
 	@$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
 	@touch $@
 
+$(SCAN_VENV)/.installed: hack/scan-requirements.txt
+	@test -x $(SCAN_VENV)/bin/python || python3 -m venv $(SCAN_VENV)
+	@echo "==> installing the manifest scanner (checkov) into $(SCAN_VENV)"
+	@$(SCAN_VENV)/bin/python -m pip install -q --disable-pip-version-check -r hack/scan-requirements.txt
+	@touch $@
+
 run: install  ## serve the API on $(HOST):$(PORT) with the local backend (prints the API key)
 	$(VENV)/bin/sandbox-api --host $(HOST) --port $(PORT)
 
 test: install  ## every tier: unit, integration (local sandbox), e2e (real cluster, brought up if needed)
+	hack/build.sh helm  # the chart's unit tests render with it (cached after the first build)
 	$(PY) -m pytest -ra tests/unit tests/integration tests/e2e
 
 test-unit: install

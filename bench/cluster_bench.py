@@ -80,7 +80,7 @@ def main() -> None:
     args = parser.parse_args()
 
     namespace = f"sbxbench-{uuid.uuid4().hex[:8]}"
-    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "manifests" / "crd.yaml"))
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "charts" / "code-sandbox" / "crds" / "sandboxexecutions.yaml"))
     kubectl("create", "namespace", namespace)
     workdir = Path(tempfile.mkdtemp(prefix="cluster-bench-"))
     key = generate_key()

@@ -18,6 +18,7 @@ from sandbox_api.errors import BodyLimitMiddleware, install_error_handlers
 from sandbox_api.limits import Admission, RateLimiter
 from sandbox_api.metrics import Metrics
 from sandbox_api.routers import executions, health, languages
+from sandbox_api.shared_limits import SharedLimits
 from sandbox_api.state import AppState
 from sandbox_operator.catalogue import load_catalogue
 
@@ -56,23 +57,32 @@ def create_app(settings: Settings, *, keys: KeyRing, backend: Backend | None = N
     """The app; `backend` defaults to the one the settings choose."""
     catalogue = load_catalogue(settings.languages_file or None)
     metrics = Metrics()
+    backend = backend or create_backend(settings, catalogue)
     state = AppState(
         settings=settings,
         catalogue=catalogue,
-        backend=backend or create_backend(settings, catalogue),
+        backend=backend,
         keys=keys,
         rate=RateLimiter(per_minute=settings.rate_per_minute, burst=settings.rate_burst),
         admission=Admission(per_tenant=settings.max_concurrent_per_key, total=settings.max_in_flight),
         metrics=metrics,
+        shared_limits=SharedLimits(
+            namespace=settings.kubernetes_namespace, per_minute=settings.rate_per_minute,
+            burst=settings.rate_burst, per_tenant=settings.max_concurrent_per_key,
+        ) if backend.name == "kubernetes" else None,
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await state.backend.start()
+        if state.shared_limits is not None:
+            await state.shared_limits.start()
         yield
         for watcher in list(state.watchers):
             watcher.cancel()
         await asyncio.gather(*state.watchers, return_exceptions=True)
+        if state.shared_limits is not None:
+            await state.shared_limits.stop()
         await state.backend.stop()
 
     app = FastAPI(

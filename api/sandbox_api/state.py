@@ -15,6 +15,7 @@ from sandbox_api.config import Settings
 from sandbox_api.errors import ApiError
 from sandbox_api.limits import Admission, RateLimiter
 from sandbox_api.metrics import Metrics
+from sandbox_api.shared_limits import SharedLimits, SharedLimitsError
 from sandbox_operator.catalogue import Catalogue
 
 
@@ -27,6 +28,8 @@ class AppState:
     rate: RateLimiter
     admission: Admission
     metrics: Metrics
+    # Per-key limits shared by all replicas (kubernetes backend); None: the in-memory ones.
+    shared_limits: SharedLimits | None = None
     # Tasks that release an execution's admission slot when it finishes.
     watchers: set[asyncio.Task] = field(default_factory=set)
 
@@ -40,7 +43,7 @@ State = Annotated[AppState, Depends(get_state)]
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer sbx_...`")
 
 
-def authenticated_tenant(
+async def authenticated_tenant(
     state: State, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> str:
     """The tenant owning the presented key (401 without a valid one), after its rate limit."""
@@ -52,7 +55,13 @@ def authenticated_tenant(
         tenant = state.keys.tenant_for(credentials.credentials)
         if tenant is None:
             raise ApiError(401, "invalid API key", {"WWW-Authenticate": "Bearer"})
-    state.rate.check(tenant)
+    if state.shared_limits is None:
+        state.rate.check(tenant)
+    else:
+        try:
+            await state.shared_limits.check_rate(tenant)
+        except SharedLimitsError as error:
+            raise ApiError(503, f"the rate limit cannot be checked: {error}") from None
     return tenant
 
 

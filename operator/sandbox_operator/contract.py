@@ -1,7 +1,7 @@
 """The SandboxExecution contract shared by the operator and the API's Kubernetes backend.
 
 Names of the resource, its labels, phases and condition types live here once; the CRD itself is
-manifests/crd.yaml (the single source the chart reuses).
+charts/code-sandbox/crds/sandboxexecutions.yaml (the single source; manifests/ is rendered from the chart).
 """
 
 from __future__ import annotations

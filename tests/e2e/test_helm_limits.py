@@ -10,12 +10,7 @@ import pytest
 
 from tests.e2e.test_helm import Release, install, uninstall
 
-pytestmark = [
-    pytest.mark.e2e,
-    # Fails until sandbox_api.shared_limits replaces the in-memory limiters in the API; then it
-    # passes, strict xfail turns that into a failure, and this marker is deleted.
-    pytest.mark.xfail(strict=True, reason="the API still limits per replica (shared_limits not wired in)"),
-]
+pytestmark = pytest.mark.e2e
 BURST = 12
 CONCURRENT = 2
 

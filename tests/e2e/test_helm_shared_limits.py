@@ -22,7 +22,7 @@ pytestmark = pytest.mark.e2e
 def namespace():
     if not os.path.exists(KUBECONFIG):
         pytest.fail(f"no cluster kubeconfig at {KUBECONFIG}: run `make cluster-up` first")
-    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "manifests" / "crd.yaml"))
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "charts" / "code-sandbox" / "crds" / "sandboxexecutions.yaml"))
     name = f"sbxlimits-{uuid.uuid4().hex[:8]}"
     kubectl("create", "namespace", name)
     try:

@@ -93,14 +93,14 @@ class OperatorProcess:
 
 @pytest.fixture(scope="session")
 def sandbox_crd(request) -> None:
-    """The CRD from manifests/, applied and established, on the cluster the e2e fixtures bring up."""
+    """The CRD from the chart, applied and established, on the cluster the e2e fixtures bring up."""
     try:
         request.getfixturevalue("cluster")  # tests/e2e/conftest.py: starts the cluster or reuses it
     except pytest.FixtureLookupError:
         pass
     if not Path(KUBECONFIG).exists():
         pytest.fail(f"no cluster kubeconfig at {KUBECONFIG}: run `make cluster-up` first")
-    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "manifests" / "crd.yaml"))
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "charts" / "code-sandbox" / "crds" / "sandboxexecutions.yaml"))
     kubectl("wait", "--for=condition=Established", "crd/sandboxexecutions.sandbox.dev", "--timeout=60s")
 
 
@@ -192,7 +192,7 @@ def events_for(ns: str, name: str) -> list[dict]:
 # --- tests ----------------------------------------------------------------------------------------
 
 def test_kubectl_apply_of_the_example_completes_and_shows_in_get(ns):
-    kubectl("apply", "-n", ns, "-f", str(REPO / "manifests" / "example.yaml"))
+    kubectl("apply", "-n", ns, "-f", str(REPO / "examples" / "hello.yaml"))
     resource = wait_finished(ns, "hello")
     status = resource["status"]
     assert status["phase"] == "completed", status

@@ -25,7 +25,7 @@ PEERING = "sandbox-e2e"
 
 
 def test_two_replicas_only_the_highest_priority_acts(sandbox_crd, tmp_path):  # noqa: F811
-    kubectl("apply", "-f", str(REPO / "manifests" / "peering.yaml"))
+    kubectl("apply", "-f", str(REPO / "charts" / "code-sandbox" / "crds" / "kopf-peerings.yaml"))
     kubectl("wait", "--for=condition=Established", "crd/kopfpeerings.kopf.dev", "--timeout=60s")
     namespace = f"sbxpeer-{uuid.uuid4().hex[:8]}"
     kubectl("create", "namespace", namespace)

@@ -13,15 +13,14 @@ import pytest
 
 from tests.unit.test_chart_render import HELM, REPO, helm_template
 
-# checkov pins packaging<24 while pytest 9 needs >=24, so it lives in its own venv:
-#   python3 -m venv .venv-scan && .venv-scan/bin/pip install -e '.[scan]'
+# checkov lives in its own venv, which `make install` creates (hack/scan-requirements.txt).
 CHECKOV = os.environ.get("SANDBOX_CHECKOV") or (
     str(REPO / ".venv-scan" / "bin" / "checkov") if (REPO / ".venv-scan" / "bin" / "checkov").exists()
     else shutil.which("checkov")
 )
 pytestmark = [
     pytest.mark.skipif(HELM is None, reason="no helm binary: run `hack/build.sh helm`"),
-    pytest.mark.skipif(CHECKOV is None, reason="no checkov: python3 -m venv .venv-scan && .venv-scan/bin/pip install -e '.[scan]'"),
+    pytest.mark.skipif(CHECKOV is None, reason="no checkov: run `make install` (it creates .venv-scan)"),
 ]
 
 

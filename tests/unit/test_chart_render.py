@@ -236,13 +236,6 @@ def test_helm_lint_passes():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_chart_crd_is_the_operator_crd():
-    chart_crd = yaml.safe_load((CHART / "crds" / "sandboxexecutions.yaml").read_text())
-    assert chart_crd == yaml.safe_load((REPO / "manifests" / "crd.yaml").read_text())
-    chart_peering = list(yaml.safe_load_all((CHART / "crds" / "kopf-peerings.yaml").read_text()))
-    assert chart_peering == list(yaml.safe_load_all((REPO / "manifests" / "peering.yaml").read_text()))
-
-
 def test_uninstall_cleanup_runs_first_as_the_operator_under_its_network_policy(default_docs):
     (job,) = find(default_docs, "Job", "cleanup")
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete"

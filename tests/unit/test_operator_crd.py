@@ -9,7 +9,7 @@ import yaml
 from sandbox_operator import contract
 from sandbox_operator.config import ConfigError, OperatorConfig
 
-CRD = yaml.safe_load((Path(__file__).parents[2] / "manifests" / "crd.yaml").read_text())
+CRD = yaml.safe_load((Path(__file__).parents[2] / "charts" / "code-sandbox" / "crds" / "sandboxexecutions.yaml").read_text())
 VERSION = CRD["spec"]["versions"][0]
 SCHEMA = VERSION["schema"]["openAPIV3Schema"]
 

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from sandbox_api.backends.base import BackendError, Execution, new_execution_id
 from sandbox_api.errors import ERROR_RESPONSES, ApiError
 from sandbox_api.models import EncodedFile, ErrorResponse, ExecuteRequest, ExecutionAccepted, ExecutionResult
+from sandbox_api.shared_limits import SharedLimitsError
 from sandbox_api.state import AppState, State, Tenant
 from sandbox_operator.runner_spec import InputFile, InvalidSpecError, normalise_input_files
 
@@ -95,6 +96,11 @@ async def _watch_until_finished(state: AppState, execution: Execution, submitted
 async def execute_code(request: ExecuteRequest, state: State, tenant: Tenant) -> ExecutionResult | JSONResponse:
     """Run code in a sandbox; waits for the result unless `wait` is false."""
     execution = build_execution(state, request, tenant)
+    if state.shared_limits is not None:
+        try:
+            await state.shared_limits.admit(tenant, execution.id)
+        except SharedLimitsError as error:
+            raise ApiError(503, f"the concurrency limit cannot be checked: {error}") from None
     state.admission.admit(tenant)
     try:
         await state.backend.submit(execution)
