@@ -29,7 +29,7 @@ CLUSTER_DIR = Path(os.environ.get("SANDBOX_CLUSTER_DIR", "/var/lib/sandbox-clust
 KUBECONFIG = str(CLUSTER_DIR / "kubeconfig")
 KUBECTL = str(CLUSTER_DIR / "bin" / "kubectl")
 NAMESPACE_PREFIX = "sbxop-"
-SETUP_DEADLINE_SECONDS = 30
+SETUP_DEADLINE_SECONDS = 120  # the production default: 50 pods starting at once on 2 CPUs need it
 # Waits are bounds against hanging, not timing assertions: a slow machine passes, a stuck one fails.
 FINISH_SECONDS = 240
 
