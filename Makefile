@@ -10,7 +10,7 @@ PORT ?= 8000
 
 .PHONY: install run test test-unit test-integration test-e2e cluster-up cluster-down cluster-status images deploy bench bench-cluster
 
-install: $(VENV)/.installed $(SCAN_VENV)/.installed
+install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml hack/install-deps.sh
 	@hack/install-deps.sh
@@ -28,7 +28,7 @@ $(SCAN_VENV)/.installed: hack/scan-requirements.txt
 run: install  ## serve the API on $(HOST):$(PORT) with the local backend (prints the API key)
 	$(VENV)/bin/sandbox-api --host $(HOST) --port $(PORT)
 
-test: install  ## every tier: unit, integration (local sandbox), e2e (real cluster, brought up if needed)
+test: install $(SCAN_VENV)/.installed  ## every tier: unit, integration (local sandbox), e2e (real cluster, brought up if needed)
 	hack/build.sh helm  # the chart's unit tests render with it (cached after the first build)
 	$(PY) -m pytest -ra tests/unit tests/integration tests/e2e
 

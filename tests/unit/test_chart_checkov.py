@@ -13,14 +13,14 @@ import pytest
 
 from tests.unit.test_chart_render import HELM, REPO, helm_template
 
-# checkov lives in its own venv, which `make install` creates (hack/scan-requirements.txt).
+# checkov lives in its own venv, which `make test` creates (hack/scan-requirements.txt).
 CHECKOV = os.environ.get("SANDBOX_CHECKOV") or (
     str(REPO / ".venv-scan" / "bin" / "checkov") if (REPO / ".venv-scan" / "bin" / "checkov").exists()
     else shutil.which("checkov")
 )
 pytestmark = [
     pytest.mark.skipif(HELM is None, reason="no helm binary: run `hack/build.sh helm`"),
-    pytest.mark.skipif(CHECKOV is None, reason="no checkov: run `make install` (it creates .venv-scan)"),
+    pytest.mark.skipif(CHECKOV is None, reason="no checkov: `make test` installs it into .venv-scan"),
 ]
 
 
