@@ -31,7 +31,8 @@ ANNOTATION_ADMITTED = f"{contract.GROUP}/admitted"
 LEASE_PREFIX = "sandbox-limits-"
 # An admission is counted from the Lease until its resource shows up in the list, or this long.
 ADMISSION_GRACE_SECONDS = 30.0
-# Conflicts mean another replica decided first; a handful of retries settles any realistic burst.
+# Requests of one replica take turns (a lock per tenant), so a conflict means another replica decided
+# first; a handful of retries settles any realistic burst, and beyond them we refuse rather than guess.
 MAX_ATTEMPTS = 20
 
 
@@ -75,14 +76,18 @@ def take_token(state: TenantState, *, rate_per_s: float, burst: int, now: float)
 
 
 def admit_execution(
-    state: TenantState, *, execution_id: str, unfinished: set[str], limit: int, now: float
+    state: TenantState, *, execution_id: str, listed: set[str], unfinished: set[str], limit: int, now: float
 ) -> bool:
-    """Record the admission when the tenant has fewer than `limit` executions unfinished."""
-    # Admissions whose resource is now listed (counted there) or that are old enough to have been
-    # created (or failed to be) are dropped from the Lease.
+    """Record the admission when the tenant has fewer than `limit` executions unfinished.
+
+    `listed` names every execution of the tenant the cluster shows (any phase), `unfinished` those of
+    them not finished yet.
+    """
+    # Admissions whose resource is now listed (counted there while unfinished) or that are old enough
+    # to have been created (or failed to be) are dropped from the Lease.
     state.admitted = {
         name: at for name, at in state.admitted.items()
-        if name not in unfinished and now - at < ADMISSION_GRACE_SECONDS
+        if name not in listed and now - at < ADMISSION_GRACE_SECONDS
     }
     if len(unfinished) + len(state.admitted) >= limit:
         return False
@@ -103,6 +108,7 @@ class SharedLimits:
         self.burst = max(burst, 1)
         self.per_tenant = per_tenant
         self._api: client.ApiClient | None = None
+        self._turns: dict[str, asyncio.Lock] = {}
 
     async def start(self) -> None:
         self._api = await connect()
@@ -113,7 +119,7 @@ class SharedLimits:
 
     async def check_rate(self, tenant: str) -> None:
         """Take a token for this request; LimitExceeded (429) when the tenant has none left."""
-        def decide(state: TenantState, now: float, _unfinished: set[str]) -> str | None:
+        def decide(state: TenantState, now: float, _listed: set[str], _unfinished: set[str]) -> str | None:
             wait_s = take_token(state, rate_per_s=self.rate_per_s, burst=self.burst, now=now)
             if wait_s:
                 raise LimitExceeded("rate limit exceeded for this API key; retry later", math.ceil(wait_s))
@@ -123,8 +129,8 @@ class SharedLimits:
 
     async def admit(self, tenant: str, execution_id: str) -> None:
         """Count the execution against the tenant; LimitExceeded (429) at the concurrency limit."""
-        def decide(state: TenantState, now: float, unfinished: set[str]) -> None:
-            if not admit_execution(state, execution_id=execution_id, unfinished=unfinished,
+        def decide(state: TenantState, now: float, listed: set[str], unfinished: set[str]) -> None:
+            if not admit_execution(state, execution_id=execution_id, listed=listed, unfinished=unfinished,
                                    limit=self.per_tenant, now=now):
                 raise LimitExceeded(
                     f"this API key already has {self.per_tenant} executions unfinished; retry when one ends", 1
@@ -132,18 +138,26 @@ class SharedLimits:
 
         await self._update(tenant, decide, list_unfinished=True)
 
-    async def _unfinished(self, tenant: str) -> set[str]:
+    async def _executions(self, tenant: str) -> tuple[set[str], set[str]]:
+        """The tenant's executions the cluster shows: all of them, and those not finished yet."""
         listing = await client.CustomObjectsApi(self._api).list_namespaced_custom_object(
             contract.GROUP, contract.VERSION, self.namespace, contract.PLURAL,
             label_selector=f"{contract.LABEL_TENANT}={contract.tenant_label_value(tenant)}",
         )
-        return {
-            item["metadata"]["name"] for item in listing.get("items", [])
+        items = listing.get("items", [])
+        listed = {item["metadata"]["name"] for item in items}
+        unfinished = {
+            item["metadata"]["name"] for item in items
             if (item.get("status") or {}).get("phase") not in contract.TERMINAL_PHASES
         }
+        return listed, unfinished
 
     async def _update(self, tenant: str, decide, *, list_unfinished: bool) -> None:
         """Read the tenant's Lease, let `decide` change its state (or raise), write it back if unchanged since."""
+        async with self._turns.setdefault(tenant, asyncio.Lock()):
+            await self._update_in_turn(tenant, decide, list_unfinished=list_unfinished)
+
+    async def _update_in_turn(self, tenant: str, decide, *, list_unfinished: bool) -> None:
         leases = client.CoordinationV1Api(self._api)
         name = lease_name(tenant)
         try:
@@ -156,11 +170,11 @@ class SharedLimits:
                     lease = None
                 # The list is taken after the Lease is read: anything admitted before that read is
                 # either in the Lease or (created since) in the list.
-                unfinished = await self._unfinished(tenant) if list_unfinished else set()
+                listed, unfinished = await self._executions(tenant) if list_unfinished else (set(), set())
                 now = time.time()
                 annotations = (lease.metadata.annotations or {}) if lease is not None else {}
                 state = TenantState.from_annotations(annotations, burst=self.burst, now=now)
-                decide(state, now, unfinished)
+                decide(state, now, listed, unfinished)
                 try:
                     if lease is None:
                         body = client.V1Lease(metadata=client.V1ObjectMeta(

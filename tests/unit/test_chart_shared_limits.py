@@ -34,15 +34,21 @@ def test_a_clock_behind_the_stored_update_never_mints_tokens():
 
 def test_admission_counts_listed_and_recently_admitted_executions():
     state = TenantState(tokens=1, updated=0, admitted={"young": 95.0})
-    assert admit_execution(state, execution_id="new", unfinished={"running"}, limit=3, now=100.0)
+    assert admit_execution(state, execution_id="new", listed={"running", "done"}, unfinished={"running"}, limit=3, now=100.0)
     assert set(state.admitted) == {"young", "new"}
-    assert not admit_execution(state, execution_id="another", unfinished={"running"}, limit=3, now=100.0)
+    assert not admit_execution(state, execution_id="another", listed={"running"}, unfinished={"running"}, limit=3, now=100.0)
 
 
 def test_admissions_leave_the_lease_once_listed_or_stale():
     state = TenantState(tokens=1, updated=0, admitted={"listed": 99.0, "stale": 100.0 - ADMISSION_GRACE_SECONDS})
-    assert admit_execution(state, execution_id="new", unfinished={"listed"}, limit=2, now=100.0)
+    assert admit_execution(state, execution_id="new", listed={"listed"}, unfinished={"listed"}, limit=2, now=100.0)
     assert state.admitted == {"new": 100.0}
+
+
+def test_a_finished_execution_frees_its_slot_at_once():
+    state = TenantState(tokens=1, updated=0, admitted={"finished": 99.0})
+    assert admit_execution(state, execution_id="next", listed={"finished"}, unfinished=set(), limit=1, now=100.0)
+    assert state.admitted == {"next": 100.0}
 
 
 def test_lease_name_hides_the_tenant_and_is_a_valid_name():
