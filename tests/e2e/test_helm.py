@@ -226,7 +226,10 @@ def test_exactly_one_operator_replica_acts(release):
     acting = [log for log in logs if f"started: language=python" in log]
     assert len(acting) == 1, "exactly one replica starts executions"
     (waiting,) = [log for log in logs if log is not acting[0]]
-    assert "Pausing operations in favour of" in waiting
+    # The other replica never touched the execution: paused by peering (mandatory peering starts
+    # paused, so a replica that sees a higher peer at once never logs the "Pausing" transition).
+    assert result["execution_id"] in acting[0]
+    assert result["execution_id"] not in waiting, waiting[-3000:]
 
 
 def test_upgrade_adds_a_language_and_loses_no_execution_in_flight(release):
