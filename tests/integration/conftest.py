@@ -75,7 +75,10 @@ def start_api_server(api_server_env, tmp_path_factory) -> Iterator[Callable[...,
         workdir = tmp_path_factory.mktemp(f"api-server-{uuid.uuid4().hex[:8]}")
         key, other_key = generate_key(), generate_key()
         keys_file = workdir / "keys"
-        keys_file.write_text(f"{TENANT}:{digest(key)}\n{OTHER_TENANT}:{digest(other_key)}\n")
+        # Tenants of their own per server: on Kubernetes the per-key limits live in the cluster and
+        # would otherwise count executions earlier tests left running.
+        suffix = uuid.uuid4().hex[:8]
+        keys_file.write_text(f"{TENANT}-{suffix}:{digest(key)}\n{OTHER_TENANT}-{suffix}:{digest(other_key)}\n")
         port = _free_port()
         env = {**os.environ, **api_server_env, "SANDBOX_API_KEYS_FILE": str(keys_file)}
         env.update({f"SANDBOX_{name.upper()}": str(value) for name, value in settings.items()})
