@@ -148,7 +148,7 @@ def client_pod(image: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def release() -> Iterator[Release]:
+def release(cluster) -> Iterator[Release]:  # noqa: ARG001  (the cluster is up first)
     installed = install(f"sbxhelm-{uuid.uuid4().hex[:8]}", "--set", "api.replicas=2", "--set", "operator.replicas=2")
     try:
         yield installed
