@@ -43,6 +43,10 @@ LABEL_SANDBOX = f"{GROUP}/sandbox"
 # The API records the tenant as a hash (never the key) so GET can refuse another tenant's execution.
 LABEL_TENANT = f"{GROUP}/tenant"
 
+# The operator records the size of the stored status (as the API server serialises it) here, so the
+# API can sum a tenant's retained result bytes from a metadata-only LIST.
+ANNOTATION_RESULT_BYTES = f"{GROUP}/result-bytes"
+
 NETWORK_POLICY_NAME = "sandbox-default-deny"
 CHILD_PREFIX = "sbx-"
 
