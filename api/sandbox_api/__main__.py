@@ -11,6 +11,7 @@ import uvicorn
 from sandbox_api.app import create_app
 from sandbox_api.auth import KeyConfigError, KeyRing, TENANT_PATTERN, digest, generate_key
 from sandbox_api.config import add_arguments, settings_from_args
+from sandbox_api.protocol import header_deadline_protocol
 
 log = logging.getLogger("sandbox_api")
 DEFAULT_TENANT = "default"
@@ -55,7 +56,10 @@ def main(argv: list[str] | None = None) -> int:
               f"    {key}\n\n    curl -H 'Authorization: Bearer {key}' http://{settings.host}:{settings.port}/api/sandbox/languages\n",
               flush=True)
     app = create_app(settings, keys=keys)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False)
+    protocol = header_deadline_protocol(
+        settings.header_timeout_seconds, app.state.sandbox.metrics.slow_clients.labels("headers").inc
+    )
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False, http=protocol)
     return 0
 
 

@@ -14,7 +14,8 @@ from sandbox_api.auth import KeyRing
 from sandbox_api.backends import create_backend
 from sandbox_api.backends.base import Backend
 from sandbox_api.config import Settings
-from sandbox_api.errors import BodyLimitMiddleware, install_error_handlers
+from sandbox_api.errors import install_error_handlers
+from sandbox_api.guard import RequestGuard
 from sandbox_api.limits import Admission, RateLimiter
 from sandbox_api.metrics import Metrics
 from sandbox_api.routers import executions, health, languages
@@ -64,7 +65,8 @@ def create_app(settings: Settings, *, keys: KeyRing, backend: Backend | None = N
         backend=backend,
         keys=keys,
         rate=RateLimiter(per_minute=settings.rate_per_minute, burst=settings.rate_burst),
-        admission=Admission(per_tenant=settings.max_concurrent_per_key, total=settings.max_in_flight),
+        admission=Admission(per_tenant=settings.max_concurrent_per_key, total=settings.max_in_flight,
+                            share_percent=settings.key_share_percent),
         metrics=metrics,
         shared_limits=SharedLimits(
             namespace=settings.kubernetes_namespace, per_minute=settings.rate_per_minute,
@@ -95,7 +97,7 @@ def create_app(settings: Settings, *, keys: KeyRing, backend: Backend | None = N
     install_error_handlers(app)
     for router in (executions.router, languages.router, health.router):
         app.include_router(router)
-    # Outermost first: count every request, then refuse oversized bodies before any parsing.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # Outermost first: count every request, then check the key, its rate and the body before any parsing.
+    app.add_middleware(RequestGuard, state=state)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     return app

@@ -28,15 +28,22 @@ class Settings:
     rate_burst: int = _setting(30, "requests a key may make at once before the rate applies")
     max_concurrent_per_key: int = _setting(8, "executions a key may have unfinished at once")
     max_in_flight: int = _setting(64, "unfinished executions the server accepts in all (running + queued); 429 beyond")
+    key_share_percent: int = _setting(50, "share of --max-in-flight one key may hold, in percent (429 beyond)")
     local_workers: int = _setting(max(os.cpu_count() or 1, 2), "sandboxes the local backend runs at once")
     max_body_bytes: int = _setting(256 * 1024, "largest request body accepted (413 beyond)")
+    header_timeout_seconds: int = _setting(10, "time a client has to send a request's headers; the connection is closed beyond")
+    body_timeout_seconds: int = _setting(30, "time a client has to send a request's body once its headers are in (408 beyond)")
     default_timeout_seconds: int = _setting(ExecutionLimits.default_timeout_seconds, "timeout when a request gives none")
     max_timeout_seconds: int = _setting(ExecutionLimits.max_timeout_seconds, "largest timeout a request may ask for")
     default_memory_mb: int = _setting(ExecutionLimits.default_memory_mb, "memory limit when a request gives none")
     max_memory_mb: int = _setting(ExecutionLimits.max_memory_mb, "largest memory limit a request may ask for")
     max_processes: int = _setting(ExecutionLimits.max_processes, "processes and threads per execution")
     result_retention_seconds: int = _setting(3600, "how long finished results stay readable by GET")
-    max_results: int = _setting(10000, "finished results kept at most (oldest forgotten first)")
+    max_result_bytes: int = _setting(256 * 1024 * 1024, "local backend: bytes of finished results kept in memory (oldest forgotten first)")
+    max_retained_bytes_per_key: int = _setting(
+        64 * 1024 * 1024,
+        "kubernetes backend: bytes of executions (spec and stored result) a key keeps in the cluster; its oldest finished ones are deleted beyond",
+    )
     kubernetes_namespace: str = _setting("sandbox", "namespace the kubernetes backend creates SandboxExecutions in")
     languages_file: str = _setting("", "language catalogue replacing the shipped one", env="SANDBOX_LANGUAGES_FILE")
     log_level: str = _setting("info", "log level: debug, info, warning, error")
@@ -46,6 +53,8 @@ class Settings:
             value = getattr(self, setting.name)
             if _kind(setting) is int and value < 1 and setting.name != "port":
                 raise ValueError(f"{env_name(setting.name)} must be at least 1, got {value}")
+        if self.key_share_percent > 100:
+            raise ValueError(f"{env_name('key_share_percent')} must be at most 100, got {self.key_share_percent}")
         for default, maximum in (("default_timeout_seconds", "max_timeout_seconds"), ("default_memory_mb", "max_memory_mb")):
             if getattr(self, default) > getattr(self, maximum):
                 raise ValueError(f"{env_name(default)} must not exceed {env_name(maximum)}")

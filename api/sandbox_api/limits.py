@@ -51,22 +51,33 @@ class RateLimiter:
 
 
 class Admission:
-    """Counts unfinished executions per tenant and in all; refuses beyond the caps."""
+    """Counts unfinished executions per tenant and in all; refuses beyond the caps.
 
-    def __init__(self, *, per_tenant: int, total: int):
+    A tenant may hold at most `per_tenant`, and at most `share_percent` of `total`, so one key can
+    never take the whole server.
+    """
+
+    def __init__(self, *, per_tenant: int, total: int, share_percent: int):
         self.per_tenant = per_tenant
         self.total = total
+        self.share = max(1, total * share_percent // 100)
         self._by_tenant: dict[str, int] = {}
         self.in_flight = 0
 
     def admit(self, tenant: str) -> None:
-        if self._by_tenant.get(tenant, 0) >= self.per_tenant:
+        held = self._by_tenant.get(tenant, 0)
+        if held >= self.per_tenant:
             raise LimitExceeded(
                 f"this API key already has {self.per_tenant} executions unfinished; retry when one ends", 1
             )
         if self.in_flight >= self.total:
             raise LimitExceeded("the server is at capacity; retry shortly", 1)
-        self._by_tenant[tenant] = self._by_tenant.get(tenant, 0) + 1
+        if held >= self.share:
+            raise LimitExceeded(
+                f"this API key holds its share of the server ({self.share} of {self.total} unfinished "
+                "executions); retry when one ends", 1
+            )
+        self._by_tenant[tenant] = held + 1
         self.in_flight += 1
 
     def release(self, tenant: str) -> None:

@@ -25,4 +25,9 @@ class Metrics:
             buckets=DURATION_BUCKETS,
             registry=self.registry,
         )
+        # phase: "headers" (connection closed) or "body" (answered 408).
+        self.slow_clients = Counter(
+            "sandbox_slow_clients", "Requests cut off for sending their headers or body too slowly", ["phase"],
+            registry=self.registry,
+        )
         self.in_flight = Gauge("sandbox_executions_in_flight", "Executions accepted and not finished", registry=self.registry)

@@ -9,13 +9,12 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from sandbox_api.auth import ANONYMOUS_TENANT, KeyRing
+from sandbox_api.auth import KeyRing
 from sandbox_api.backends.base import Backend
 from sandbox_api.config import Settings
-from sandbox_api.errors import ApiError
 from sandbox_api.limits import Admission, RateLimiter
 from sandbox_api.metrics import Metrics
-from sandbox_api.shared_limits import SharedLimits, SharedLimitsError
+from sandbox_api.shared_limits import SharedLimits
 from sandbox_operator.catalogue import Catalogue
 
 
@@ -41,28 +40,16 @@ def get_state(request: Request) -> AppState:
 State = Annotated[AppState, Depends(get_state)]
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer sbx_...`")
+# Where sandbox_api.guard leaves the tenant it authenticated, in the request's scope state.
+TENANT_SCOPE_KEY = "sandbox_tenant"
 
 
 async def authenticated_tenant(
-    state: State, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request, _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> str:
-    """The tenant owning the presented key (401 without a valid one), after its rate limit."""
-    if state.settings.insecure_no_auth:
-        tenant = ANONYMOUS_TENANT
-    else:
-        if credentials is None:
-            raise ApiError(401, "missing API key: send `Authorization: Bearer <key>`", {"WWW-Authenticate": "Bearer"})
-        tenant = state.keys.tenant_for(credentials.credentials)
-        if tenant is None:
-            raise ApiError(401, "invalid API key", {"WWW-Authenticate": "Bearer"})
-    if state.shared_limits is None:
-        state.rate.check(tenant)
-    else:
-        try:
-            await state.shared_limits.check_rate(tenant)
-        except SharedLimitsError as error:
-            raise ApiError(503, f"the rate limit cannot be checked: {error}") from None
-    return tenant
+    """The tenant of the request's key. The guard (sandbox_api.guard) checked the key and its rate
+    before the body was read; `_credentials` only declares the scheme in the OpenAPI document."""
+    return request.scope["state"][TENANT_SCOPE_KEY]
 
 
 Tenant = Annotated[str, Depends(authenticated_tenant)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import posixpath
+import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
@@ -20,6 +21,10 @@ DEFAULT_WORKDIR = "/sandbox/work"
 
 ENCODINGS = ("utf-8", "base64")
 MAX_PATH_CHARS = 255
+# A path component is at most this many bytes on every Linux filesystem (NAME_MAX).
+MAX_COMPONENT_BYTES = 255
+# C0 controls, DEL, C1 controls, and the backslash (a separator elsewhere).
+UNSAFE_PATH_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
 MAX_PATH_DEPTH = 8
 MAX_INPUT_FILES = 32
 
@@ -89,7 +94,7 @@ def validate_file_path(path: str) -> str:
     shown = repr(path[:80])
     if len(path) > MAX_PATH_CHARS:
         raise InvalidSpecError(f"file name {shown}... is longer than {MAX_PATH_CHARS} characters")
-    if any(ord(char) < 32 or char in "\x7f\\" for char in path):
+    if UNSAFE_PATH_CHARACTERS.search(path):
         raise InvalidSpecError(f"file name {shown} contains a control character or a backslash")
     if path.startswith("/"):
         raise InvalidSpecError(f"file name {shown} must be relative, not absolute")
@@ -100,6 +105,11 @@ def validate_file_path(path: str) -> str:
         raise InvalidSpecError(f"file name {shown} does not name a file")
     if len(parts) > MAX_PATH_DEPTH:
         raise InvalidSpecError(f"file name {shown} is nested deeper than {MAX_PATH_DEPTH} directories")
+    for part in parts:
+        if len(part.encode("utf-8", errors="surrogatepass")) > MAX_COMPONENT_BYTES:
+            raise InvalidSpecError(
+                f"file name {shown} has a component longer than {MAX_COMPONENT_BYTES} bytes (UTF-8)"
+            )
     return posixpath.join(*parts)
 
 
@@ -128,12 +138,13 @@ def normalise_input_files(files: Iterable[InputFile], *, main_file: str) -> list
         normalised[path] = InputFile(path=path, content=file.content, encoding=file.encoding)
     if len(normalised) > MAX_INPUT_FILES:
         raise InvalidSpecError(f"at most {MAX_INPUT_FILES} input files are allowed, got {len(normalised)}")
-    paths = set(normalised)
-    for path in paths:
+    paths = {*normalised, main_file}
+    for path in sorted(paths):
         parent = posixpath.dirname(path)
         while parent:
             if parent in paths:
-                raise InvalidSpecError(f"file {parent!r} is also used as a directory by {path!r}")
+                what = "the code file" if parent == main_file else "file"
+                raise InvalidSpecError(f"{what} {parent!r} cannot also be a directory (for {path!r})")
             parent = posixpath.dirname(parent)
     return list(normalised.values())
 

@@ -198,6 +198,34 @@ def test_traversal_and_bad_file_names_are_400(api, name):
     assert_error(api.post("/api/sandbox/execute", json={"language": "bash", "code": "ls", "files": {name: "x"}}), 400)
 
 
+@pytest.mark.parametrize("files,fragment", [
+    ({"é" * 128: "x"}, "longer than 255 bytes"),
+    ({"dir/" + "a" * 256: "x"}, "255"),
+    ({"main.py/x": "x"}, "'main.py' cannot also be a directory"),
+    ({"a": "x", "a/b": "y"}, "'a' cannot also be a directory"),
+    ({"a/b/c": "x", "a/b": "y"}, "'a/b' cannot also be a directory"),
+    ({"a.txt": "x", "./a.txt": "y"}, "given twice"),
+    ({"d/a.txt": "x", "d//a.txt": "y"}, "given twice"),
+    ({"bad\u0085name": "x"}, "control character"),
+])
+def test_every_name_error_is_400_with_a_message(api, files, fragment):
+    response = api.post("/api/sandbox/execute", json={"language": "python", "code": "print(1)", "files": files})
+    assert_error(response, 400, fragment)
+
+
+def test_output_file_names_with_control_characters_are_dropped_and_flagged(api):
+    code = (
+        "import pathlib\n"
+        "for name in ['new\\nline', 'carriage\\rreturn', 'esc\\x1b[31m', 'del\\x7f', 'c1\\x85', 'tab\\tx']:\n"
+        "    pathlib.Path(name).write_text('hostile')\n"
+        "pathlib.Path('fine.txt').write_text('kept')\n"
+    )
+    result = api.execute(language="python", code=code)
+    assert result["status"] == "completed", result
+    assert result["output_files"] == {"fine.txt": "kept"}
+    assert result["output_files_truncated"] is True
+
+
 def test_unsupported_language_is_400_with_the_specs_message(api):
     assert_error(api.post("/api/sandbox/execute", json={"language": "cobol", "code": "x"}), 400, "Unsupported language: 'cobol'")
 
@@ -309,8 +337,23 @@ def test_per_key_concurrency_is_429_with_retry_after(start_api_server):
     assert third.status_code == 200, third.text
 
 
+def test_one_key_cannot_hold_the_whole_server(start_api_server):
+    limited = start_api_server(max_in_flight=4, key_share_percent=50, max_concurrent_per_key=64)
+    sleeper = {"language": "bash", "code": "sleep 3", "wait": False}
+    held = [limited.post("/api/sandbox/execute", json=sleeper) for _ in range(2)]
+    assert [response.status_code for response in held] == [202, 202], [response.text for response in held]
+    refused = limited.post("/api/sandbox/execute", json=sleeper)
+    assert_error(refused, 429, "share of the server (2 of 4")
+    assert int(refused.headers["Retry-After"]) >= 1
+    other = limited.other_tenant.post("/api/sandbox/execute", json={"language": "bash", "code": "echo mine"})
+    assert other.status_code == 200 and other.json()["stdout"] == "mine\n", other.text
+    for response in held:
+        poll_until_finished(limited, response.json()["execution_id"])
+
+
 def test_fifty_concurrent_requests_beyond_the_cap_complete_or_get_429(start_api_server):
-    limited = start_api_server(max_in_flight=6, max_concurrent_per_key=64, rate_per_minute=100000, rate_burst=1000)
+    limited = start_api_server(max_in_flight=6, key_share_percent=100, max_concurrent_per_key=64,
+                               rate_per_minute=100000, rate_burst=1000)
 
     def one(index: int) -> tuple[int, dict]:
         response = limited.post("/api/sandbox/execute", json={"language": "bash", "code": f"sleep 0.2; echo {index}"})

@@ -49,7 +49,7 @@ def test_rate_limiter_is_per_tenant():
 
 
 def test_admission_caps_per_tenant_and_in_total():
-    admission = Admission(per_tenant=2, total=3)
+    admission = Admission(per_tenant=2, total=3, share_percent=100)
     admission.admit("a")
     admission.admit("a")
     with pytest.raises(LimitExceeded, match="unfinished"):
@@ -60,3 +60,15 @@ def test_admission_caps_per_tenant_and_in_total():
     admission.release("a")
     admission.admit("c")
     assert admission.in_flight == 3
+
+
+def test_one_tenant_holds_at_most_its_share_of_the_server():
+    admission = Admission(per_tenant=64, total=10, share_percent=30)
+    for _ in range(3):
+        admission.admit("a")
+    with pytest.raises(LimitExceeded, match=r"share of the server \(3 of 10"):
+        admission.admit("a")
+    for tenant in "bbbcccd":
+        admission.admit(tenant)
+    with pytest.raises(LimitExceeded, match="capacity"):
+        admission.admit("e")

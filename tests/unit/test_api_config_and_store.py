@@ -10,7 +10,7 @@ import pytest
 from sandbox_api.backends.bubblewrap import parse_result
 from sandbox_api.config import add_arguments, markdown_table, settings_from_args, settings_from_env
 from sandbox_api.models import ExecutionResult
-from sandbox_api.store import ExecutionStore
+from sandbox_api.store import ExecutionStore, result_size
 
 
 def test_settings_come_from_sandbox_variables():
@@ -45,7 +45,7 @@ def _state(execution_id: str, status: str) -> ExecutionResult:
 
 def test_store_scopes_by_tenant_and_wakes_waiters():
     async def scenario():
-        store = ExecutionStore(retention_seconds=60, max_records=10)
+        store = ExecutionStore(retention_seconds=60, max_bytes=10**6)
         store.add("exec-1", "a", _state("exec-00000000000000000001", "pending"))
         assert store.get("exec-1", "b") is None
         waiter = asyncio.create_task(store.wait("exec-1", "a", 10))
@@ -58,19 +58,35 @@ def test_store_scopes_by_tenant_and_wakes_waiters():
     asyncio.run(scenario())
 
 
-def test_store_forgets_oldest_finished_beyond_its_bound_but_keeps_running_ones():
-    store = ExecutionStore(retention_seconds=60, max_records=2)
+def _finished(execution_id: str, stdout: str) -> ExecutionResult:
+    return ExecutionResult(execution_id="exec-00000000000000000000", language="python", status="completed",
+                           stdout=stdout, output_files={"out.txt": stdout})
+
+
+def test_store_forgets_oldest_finished_beyond_its_byte_budget_but_keeps_running_ones():
+    one_mib = "x" * (1 << 20)
+    each = result_size(_finished("x", one_mib))
+    assert each > 2 << 20, "stdout and output files both count"
+    store = ExecutionStore(retention_seconds=60, max_bytes=3 * each)
     store.add("running", "a", _state("exec-00000000000000000000", "running"))
-    for index in range(5):
+    for index in range(10):
         store.add(f"done-{index}", "a", _state("exec-00000000000000000000", "pending"))
-        store.update(f"done-{index}", _state("exec-00000000000000000000", "completed"))
+        store.update(f"done-{index}", _finished(f"done-{index}", one_mib))
     assert store.get("running", "a") is not None
-    assert store.get("done-4", "a") is not None
-    assert store.get("done-0", "a") is None
+    assert [store.get(f"done-{index}", "a") is not None for index in range(10)] == [False] * 7 + [True] * 3
+    assert store.finished_bytes == 3 * each
+
+
+def test_small_results_are_kept_by_the_thousand():
+    store = ExecutionStore(retention_seconds=60, max_bytes=16 << 20)
+    for index in range(5000):
+        store.add(f"done-{index}", "a", _state("exec-00000000000000000000", "pending"))
+        store.update(f"done-{index}", _finished(f"done-{index}", "ok\n"))
+    assert store.get("done-0", "a") is not None
 
 
 def test_store_forgets_finished_results_after_retention():
-    store = ExecutionStore(retention_seconds=0, max_records=10)
+    store = ExecutionStore(retention_seconds=0, max_bytes=10**6)
     store.add("x", "a", _state("exec-00000000000000000000", "pending"))
     store.update("x", _state("exec-00000000000000000000", "completed"))
     assert store.get("x", "a") is None
@@ -90,3 +106,14 @@ def test_result_line_is_the_last_marked_line():
 def test_inconsistent_settings_are_refused(environment, fragment):
     with pytest.raises(ValueError, match=fragment):
         settings_from_env(environment)
+
+
+def test_output_file_names_with_control_characters_are_dropped_and_flagged():
+    document = {"status": "completed", "output_files": {
+        "ok.txt": "kept", "new\nline": "x", "esc\x1b[2J": "x", "del\x7f": "x", "c1\x9b": "x", "\udcff": "x",
+    }}
+    result = ExecutionResult.from_runner_result(execution_id="exec-00000000000000000000", language="bash", document=document)
+    assert (result.output_files, result.output_files_truncated) == ({"ok.txt": "kept"}, True)
+    clean = ExecutionResult.from_runner_result(execution_id="exec-00000000000000000000", language="bash",
+                                               document={"status": "completed", "output_files": {"ünï.txt": "x"}})
+    assert not clean.output_files_truncated

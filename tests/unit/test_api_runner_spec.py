@@ -38,6 +38,11 @@ def test_file_paths_are_normalised(given, expected):
     (".", "does not name"),
     ("a\\b", "backslash"),
     ("a\x00b", "control"),
+    ("a\x1bb", "control"),
+    ("a\x85b", "control"),
+    ("a\x7fb", "control"),
+    ("é" * 128, "255 bytes"),
+    ("ok/" + "界" * 86, "255 bytes"),
     ("x" * 300, "longer"),
     ("/".join("d" * 9) + "/f", "deeper"),
 ])
@@ -53,6 +58,8 @@ def test_files_clashing_with_each_other_or_the_code_are_refused():
         normalise_input_files([InputFile("main.py", "")], main_file="main.py")
     with pytest.raises(InvalidSpecError, match="directory"):
         normalise_input_files([InputFile("a", ""), InputFile("a/b", "")], main_file="main.py")
+    with pytest.raises(InvalidSpecError, match="the code file 'main.py' cannot also be a directory"):
+        normalise_input_files([InputFile("main.py/x", "")], main_file="main.py")
     with pytest.raises(InvalidSpecError, match="base64"):
         normalise_input_files([InputFile("b", "@@", "base64")], main_file="main.py")
     with pytest.raises(InvalidSpecError, match="at most"):

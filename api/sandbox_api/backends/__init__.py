@@ -25,7 +25,7 @@ def _create_local(settings: Settings, catalogue: Catalogue) -> Backend:
         limits=settings.limits(),
         runner_source=Path(str(resources.files("sandbox_runner").joinpath("runner.py"))),
         workers=settings.local_workers,
-        store=ExecutionStore(retention_seconds=settings.result_retention_seconds, max_records=settings.max_results),
+        store=ExecutionStore(retention_seconds=settings.result_retention_seconds, max_bytes=settings.max_result_bytes),
     )
 
 
