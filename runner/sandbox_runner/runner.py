@@ -30,6 +30,9 @@ DEFAULT_LIMITS = {  # their sum stays under result_bytes unless escaping inflate
     "output_file_bytes": 256 << 10,
     "output_files_bytes": 512 << 10,
     "result_bytes": 1 << 20,
+    # RLIMIT_FSIZE of the program: no file it writes grows past this, wherever it lies (the work
+    # dir, /tmp, or a node file such as the kubelet's 0666 /dev/termination-log).
+    "file_bytes": 64 << 20,
 }
 MIN_RESULT_BYTES = 4096  # room for every field of an empty result and a long reason
 GRACE_SECONDS = 0.5  # between SIGTERM and SIGKILL when the wall-clock limit is hit
@@ -47,6 +50,9 @@ SIGNAL_NAMES = {
     for name in dir(_signal)
     if name.startswith("SIG") and "_" not in name and name not in ("SIGIOT", "SIGCLD", "SIGPOLL")
 }
+# Every signal a handler can be set for: the standard ones and the real-time range.
+CATCHABLE_SIGNALS = tuple(
+    signum for signum in range(1, _signal.NSIG) if signum not in (_signal.SIGKILL, _signal.SIGSTOP))
 
 
 class SpecError(Exception):
@@ -333,8 +339,24 @@ class CappedOutput:
         return True
 
 
+def set_every_signal(disposition: object) -> None:
+    """Give every catchable signal the same disposition (SIG_IGN or SIG_DFL)."""
+    for signum in CATCHABLE_SIGNALS:
+        try:
+            _signal.signal(signum, disposition)
+        except (OSError, ValueError):
+            pass  # reserved by the C library (glibc keeps 32 and 33 for its threads)
+
+
+def _lower_rlimit(resource: object, which: int, limit: int) -> None:
+    """Set both soft and hard limits to `limit`, or to the hard limit when that is already lower."""
+    hard = resource.getrlimit(which)[1]
+    limit = limit if hard == resource.RLIM_INFINITY else min(limit, hard)
+    resource.setrlimit(which, (limit, limit))
+
+
 def _exec_child(command: list, env: dict, workdir_fd: int, stdio: tuple, report_fd: int,
-                max_processes: "int | None") -> None:
+                max_processes: "int | None", file_bytes: int) -> None:
     """In the forked child: become the program, or report why not on report_fd. Never returns."""
     stage = "prepare"
     try:
@@ -346,14 +368,13 @@ def _exec_child(command: list, env: dict, workdir_fd: int, stdio: tuple, report_
         os.closerange(3, report_fd)
         os.closerange(report_fd + 1, os.sysconf("SC_OPEN_MAX"))
         _signal.set_wakeup_fd(-1)
-        for signum in (_signal.SIGPIPE, _signal.SIGXFSZ, _signal.SIGCHLD):  # Python ignores some
-            _signal.signal(signum, _signal.SIG_DFL)
-        if max_processes:
-            import resource
+        # The runner ignores every signal (see prepare_runner); ignored dispositions survive exec.
+        set_every_signal(_signal.SIG_DFL)
+        import resource
 
-            hard = resource.getrlimit(resource.RLIMIT_NPROC)[1]
-            limit = max_processes if hard == resource.RLIM_INFINITY else min(max_processes, hard)
-            resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
+        _lower_rlimit(resource, resource.RLIMIT_FSIZE, file_bytes)
+        if max_processes:
+            _lower_rlimit(resource, resource.RLIMIT_NPROC, max_processes)
         # The runner is non-dumpable, which makes /proc/self root-owned; undo that for the program
         # so it may raise its own oom_score_adj (execve would make it dumpable again anyway).
         prctl(PR_SET_DUMPABLE, 1)
@@ -379,7 +400,7 @@ def start_program(spec: dict, workdir_fd: int) -> tuple:
     pid = os.fork()
     if pid == 0:
         _exec_child(spec["command"], spec["env"], workdir_fd, (stdin_r, stdout_w, stderr_w),
-                    report_w, spec["max_processes"])
+                    report_w, spec["max_processes"], spec["limits"]["file_bytes"])
     for fd in (stdin_r, stdout_w, stderr_w, report_w):
         os.close(fd)
     with open(report_r, "rb") as report:
@@ -612,7 +633,7 @@ class OutputCollector:
         for name, is_dir in entries:
             self.scanned += 1
             path = prefix + name
-            if self.scanned > MAX_SCANNED_ENTRIES or depth >= MAX_DEPTH or not _is_utf8(name):
+            if self.scanned > MAX_SCANNED_ENTRIES or depth >= MAX_DEPTH or not is_printable_name(name):
                 self.truncated = True
                 continue
             if is_dir:
@@ -656,12 +677,17 @@ class OutputCollector:
                                 "encoding": "base64"}
 
 
-def _is_utf8(name: str) -> bool:
+# C0 controls, DEL and C1 controls: a name holding one would drive the terminal that shows it.
+CONTROL_CHARACTERS = dict.fromkeys([*range(0x20), *range(0x7F, 0xA0)])
+
+
+def is_printable_name(name: str) -> bool:
+    """Whether a file name can be returned: valid UTF-8 and no control characters."""
     try:
         name.encode("utf-8")
-        return True
     except UnicodeEncodeError:  # undecodable bytes in the name came back as lone surrogates
         return False
+    return name.translate(CONTROL_CHARACTERS) == name
 
 
 # --- the result ------------------------------------------------------------------------------------
@@ -803,7 +829,7 @@ def run(spec: dict, wake_fd: int) -> dict:
         os.close(workdir_fd)
 
 
-def _ignore_signal(signum: int, frame: object) -> None:
+def _wake_on_child(signum: int, frame: object) -> None:
     """SIGCHLD handler: its only job is the wake-up byte that set_wakeup_fd writes."""
 
 
@@ -814,6 +840,11 @@ def prepare_runner() -> tuple:
             os.fstat(fd)
         except OSError:
             os.open(os.devnull, os.O_RDWR)
+    # The program runs with the runner's uid. It must not stop, interrupt or kill the runner:
+    # every catchable signal is ignored (SIGCHLD excepted, its handler only wakes the poll). As
+    # pid 1 of its pid namespace (bubblewrap --as-pid-1, a pod's container) the runner is also
+    # immune to SIGKILL and SIGSTOP from inside the namespace, since it installs no handler for them.
+    set_every_signal(_signal.SIG_IGN)
     # Same-uid code must not open /proc/<runner>/fd/1 and forge the result, nor ptrace the runner.
     if not prctl(PR_SET_DUMPABLE, 0):
         print("runner: cannot make itself non-dumpable", file=sys.stderr)
@@ -823,7 +854,7 @@ def prepare_runner() -> tuple:
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
-    _signal.signal(_signal.SIGCHLD, _ignore_signal)
+    _signal.signal(_signal.SIGCHLD, _wake_on_child)
     _signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     return wake_r, wake_w
 

@@ -71,23 +71,24 @@ def start_api_server(api_server_env, tmp_path_factory) -> Iterator[Callable[...,
     processes: list[subprocess.Popen] = []
     clients: list[ApiClient] = []
 
-    def start(**settings) -> ApiClient:
+    def start(*, as_uid: int | None = None, **settings) -> ApiClient:
+        """`as_uid`: run the server as that (unprivileged) uid instead of ours."""
         workdir = tmp_path_factory.mktemp(f"api-server-{uuid.uuid4().hex[:8]}")
         key, other_key = generate_key(), generate_key()
-        keys_file = workdir / "keys"
         # Tenants of their own per server: on Kubernetes the per-key limits live in the cluster and
         # would otherwise count executions earlier tests left running.
         suffix = uuid.uuid4().hex[:8]
-        keys_file.write_text(f"{TENANT}-{suffix}:{digest(key)}\n{OTHER_TENANT}-{suffix}:{digest(other_key)}\n")
+        # In the environment, not a file: a server of another uid cannot read our temporary directory.
+        keys = f"{TENANT}-{suffix}:{digest(key)},{OTHER_TENANT}-{suffix}:{digest(other_key)}"
         port = _free_port()
-        env = {**os.environ, **api_server_env, "SANDBOX_API_KEYS_FILE": str(keys_file)}
+        env = {**os.environ, **api_server_env, "SANDBOX_API_KEYS": keys}
         env.update({f"SANDBOX_{name.upper()}": str(value) for name, value in settings.items()})
+        command = [sys.executable, "-m", "sandbox_api", "--host", "127.0.0.1", "--port", str(port)]
+        if as_uid is not None:
+            command = ["setpriv", f"--reuid={as_uid}", f"--regid={as_uid}", "--clear-groups", "--", *command]
         log_path = workdir / "server.log"
         with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "sandbox_api", "--host", "127.0.0.1", "--port", str(port)],
-                env=env, stdout=log, stderr=subprocess.STDOUT,
-            )
+            process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         processes.append(process)
         base_url = f"http://127.0.0.1:{port}"
         wait_until_serving(process, f"{base_url}/readyz", what="the API server", log=log_path.read_text,

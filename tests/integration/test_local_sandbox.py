@@ -135,18 +135,42 @@ print(resource.getrlimit(resource.RLIMIT_CORE))
 
 
 def test_work_dir_and_tmp_are_size_capped(api):
+    """Files of 40 MB each (under the 64 MiB file-size limit) until the file system is full."""
     code = """
-for path in ("/tmp/big", "big", "/dev/shm/big"):
+for directory in ("/tmp", ".", "/dev/shm"):
     try:
-        with open(path, "wb") as out:
-            for _ in range(200):
-                out.write(b"x" * 1048576)
-        print(path, "wrote 200 MB")
+        for number in range(5):
+            with open(f"{directory}/big{number}", "wb") as out:
+                for _ in range(40):
+                    out.write(b"x" * 1048576)
+        print(directory, "wrote 200 MB")
     except OSError as error:
-        print(path, "full:", error.strerror)
+        print(directory, "full:", error.strerror)
 """
     result = api.execute(language="python", code=code, max_memory_mb=512, timeout_seconds=30)
-    assert result["stdout"].splitlines() == [f"{path} full: No space left on device" for path in ("/tmp/big", "big", "/dev/shm/big")], result
+    assert result["stdout"].splitlines() == [f"{path} full: No space left on device" for path in ("/tmp", ".", "/dev/shm")], result
+
+
+def test_no_file_grows_past_the_file_size_limit(api):
+    """RLIMIT_FSIZE: the write past 64 MiB fails (EFBIG), and without a handler SIGXFSZ ends the program."""
+    code = """
+import signal
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+try:
+    with open("/tmp/big", "wb") as out:
+        for _ in range(100):
+            out.write(b"x" * 1048576)
+except OSError as error:
+    print(error.strerror)
+import os
+print(os.path.getsize("/tmp/big"))
+signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+with open("/tmp/big", "ab") as out:
+    out.write(b"x")
+"""
+    result = api.execute(language="python", code=code, max_memory_mb=512, timeout_seconds=30)
+    assert result["stdout"].splitlines() == ["File too large", str(64 << 20)], result
+    assert result["signal"] == "SIGXFSZ", result
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="cgroups need root")

@@ -2,32 +2,30 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-
 import pytest
 
-from sandbox_api.backends.bubblewrap import SandboxHost, bwrap_argv, launch_argv, prepare_host
+from sandbox_api.backends.bubblewrap import DataFds, bwrap_argv, launch_argv, prepare_host
 from sandbox_api.backends.cgroups import SandboxCgroup
 
 
 @pytest.fixture
-def host(tmp_path) -> SandboxHost:
+def host(tmp_path) -> DataFds:
+    """One launch's descriptors: the argv names them."""
     runner = tmp_path / "runner.py"
     runner.write_text("print('runner')")
-    prepared = prepare_host(runner)
-    yield prepared
-    shutil.rmtree(prepared.files_dir)
+    fds = DataFds.open(prepare_host(runner))
+    yield fds
+    fds.close()
 
 
-def _argv(host: SandboxHost) -> list[str]:
-    return bwrap_argv(host, workdir="/sandbox/work")
+def _argv(fds: DataFds) -> list[str]:
+    return bwrap_argv(fds, workdir="/sandbox/work")
 
 
 def test_every_isolation_flag_is_present(host):
     argv = _argv(host)
     for flag in ("--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net",
-                 "--die-with-parent", "--new-session", "--disable-userns", "--clearenv"):
+                 "--die-with-parent", "--new-session", "--disable-userns", "--clearenv", "--as-pid-1"):
         assert flag in argv, flag
     assert argv[argv.index("--cap-drop") + 1] == "ALL"
     assert argv[argv.index("--uid") + 1] == "65534"
@@ -38,7 +36,14 @@ def test_host_paths_are_only_bound_read_only(host):
     assert not {"--bind", "--bind-try", "--dev-bind", "--dev-bind-try"} & set(argv)
     sources = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--ro-bind"]
     assert "/usr" in sources
-    assert all(source == "/usr" or source.startswith(("/etc/", tempfile.gettempdir())) for source in sources), sources
+    assert all(source == "/usr" or source.startswith("/etc/") for source in sources), sources
+
+
+def test_our_files_and_the_seccomp_filter_come_from_memory_not_host_paths(host):
+    argv = _argv(host)
+    copied = {argv[i + 2]: int(argv[i + 1]) for i, arg in enumerate(argv) if arg == "--ro-bind-data"}
+    assert copied == host.files and set(copied) == {"/sandbox/runner.py", "/etc/passwd", "/etc/group"}
+    assert argv[argv.index("--seccomp") + 1] == str(host.seccomp)
 
 
 def test_root_and_dev_are_remounted_read_only_after_the_writable_mounts(host):

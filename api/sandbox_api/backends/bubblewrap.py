@@ -3,8 +3,15 @@
 The sandbox: new user, pid, ipc, uts, net (no network) and cgroup namespaces; all capabilities
 dropped; an unprivileged uid both inside and outside the namespaces; /usr read-only (Debian's
 merged /usr: /bin and /lib* are links into it) and nothing else of the host; size-capped tmpfs
-for the work dir, /tmp and /dev/shm; a read-only root and /dev; a clean environment. Memory and
-process limits come from the sandbox's own cgroup when we are root, else from rlimits.
+for the work dir, /tmp and /dev/shm; a read-only root and /dev; a clean environment; the seccomp
+filter of `seccomp.py`. Memory and process limits come from the sandbox's own cgroup when we are
+root, else from rlimits.
+
+The runner is pid 1 of the sandbox (`--as-pid-1`): nothing else runs there but the program, which
+cannot signal, trace or read the runner (it is non-dumpable and ignores every signal; pid 1 is
+immune to SIGKILL and SIGSTOP from inside its namespace). When the runner exits, the kernel kills
+everything left in its pid namespace. The files the sandbox needs from us (the runner, passwd,
+group) are copied in from memory (`--ro-bind-data`), so no host path shows in its /proc.
 """
 
 from __future__ import annotations
@@ -15,12 +22,12 @@ import json
 import logging
 import os
 import signal
-import tempfile
 from asyncio.subprocess import Process
 from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox_api.backends.cgroups import SandboxCgroup
+from sandbox_api.backends.seccomp import build_filter_bpf
 from sandbox_runner import RESULT_MARKER, ResultLineError, read_result
 
 log = logging.getLogger(__name__)
@@ -37,6 +44,9 @@ SHM_SIZE_MB = 16
 # Time for bubblewrap and the runner to start and to report, on top of the program's own timeout.
 SETUP_GRACE_SECONDS = 15
 RUNNER_STDERR_CAP = 64 * 1024
+# Once everything in the sandbox is killed, its exit and its pipes' end follow at once; this bounds
+# the wait should the kernel be slow to tear a namespace down.
+DISPOSE_SECONDS = 5
 
 # argv: cgroup.procs files, "--", the command. The shell writes its own pid into each file, then
 # execs the command: everything the execution starts is born inside the cgroups.
@@ -45,41 +55,66 @@ JOIN_CGROUPS_SCRIPT = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shif
 
 @dataclass(frozen=True)
 class SandboxHost:
-    """What the sandbox needs from this host, prepared once at start."""
+    """What every sandbox gets from this host, prepared once at start."""
 
-    files_dir: Path  # root-owned copies of the runner and a minimal /etc/passwd and /etc/group
+    files: dict[str, bytes]  # path inside the sandbox -> content, copied in read-only
+    seccomp_bpf: bytes
 
 
 def prepare_host(runner_source: Path) -> SandboxHost:
-    """Copy what the sandbox binds read-only into a private directory the sandbox user can read."""
-    files_dir = Path(tempfile.mkdtemp(prefix="sandbox-api-"))
-    files_dir.chmod(0o755)
-    files = {
-        "runner.py": runner_source.read_text(),
-        "passwd": f"sandbox:x:{SANDBOX_UID}:{SANDBOX_UID}:sandbox:/sandbox/work:/bin/sh\n",
-        "group": f"sandbox:x:{SANDBOX_UID}:\n",
-    }
-    for name, text in files.items():
-        (files_dir / name).write_text(text)
-        (files_dir / name).chmod(0o644)
-    return SandboxHost(files_dir=files_dir)
+    """The runner, a minimal /etc/passwd and /etc/group, and the compiled seccomp filter."""
+    return SandboxHost(
+        files={
+            RUNNER_PATH_INSIDE: runner_source.read_bytes(),
+            "/etc/passwd": f"sandbox:x:{SANDBOX_UID}:{SANDBOX_UID}:sandbox:/sandbox/work:/bin/sh\n".encode(),
+            "/etc/group": f"sandbox:x:{SANDBOX_UID}:\n".encode(),
+        },
+        seccomp_bpf=build_filter_bpf(),
+    )
 
 
-def bwrap_argv(host: SandboxHost, *, workdir: str) -> list[str]:
-    """The bubblewrap command line that runs the runner with its spec on stdin."""
+@dataclass(frozen=True)
+class DataFds:
+    """Descriptors bubblewrap reads the sandbox's files and its seccomp filter from, one launch's worth."""
+
+    files: dict[str, int]  # path inside the sandbox -> fd
+    seccomp: int
+
+    @classmethod
+    def open(cls, host: SandboxHost) -> DataFds:
+        return cls(files={path: _memory_file(data) for path, data in host.files.items()},
+                   seccomp=_memory_file(host.seccomp_bpf))
+
+    def all(self) -> list[int]:
+        return [*self.files.values(), self.seccomp]
+
+    def close(self) -> None:
+        for fd in self.all():
+            os.close(fd)
+
+
+def _memory_file(data: bytes) -> int:
+    """An anonymous in-memory file holding `data`, positioned at its start."""
+    fd = os.memfd_create("sandbox-data", os.MFD_CLOEXEC)
+    os.write(fd, data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def bwrap_argv(fds: DataFds, *, workdir: str) -> list[str]:
+    """The bubblewrap command line that runs the runner, as pid 1, with its spec on stdin."""
     argv = [
         "bwrap",
         "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net",
-        "--unshare-cgroup-try",
+        "--unshare-cgroup-try", "--as-pid-1",
         "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--disable-userns",
         "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "sandbox",
+        "--seccomp", str(fds.seccomp),
         "--ro-bind", "/usr", "/usr",
         "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
         "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
         "--dir", "/etc",
     ]
-    for name in ("passwd", "group"):
-        argv += ["--ro-bind", str(host.files_dir / name), f"/etc/{name}"]
     for name in ("ld.so.cache", "localtime"):  # the dynamic linker's cache makes start-up faster
         if os.path.exists(f"/etc/{name}"):
             argv += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
@@ -89,7 +124,10 @@ def bwrap_argv(host: SandboxHost, *, workdir: str) -> list[str]:
         "--size", str(SHM_SIZE_MB << 20), "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
         "--size", str(TMP_SIZE_MB << 20), "--tmpfs", "/tmp",
         "--size", str(WORKDIR_SIZE_MB << 20), "--tmpfs", workdir,
-        "--ro-bind", str(host.files_dir / "runner.py"), RUNNER_PATH_INSIDE,
+    ]
+    for path, fd in fds.files.items():
+        argv += ["--ro-bind-data", str(fd), path]
+    argv += [
         "--remount-ro", "/",
         "--chdir", workdir, "--clearenv", "--setenv", "PATH", "/usr/bin:/bin",
         "--", "python3", "-I", "-S", RUNNER_PATH_INSIDE, "-",
@@ -97,12 +135,12 @@ def bwrap_argv(host: SandboxHost, *, workdir: str) -> list[str]:
     return argv
 
 
-def launch_argv(host: SandboxHost, *, workdir: str, cgroup: SandboxCgroup | None, memory_bytes: int) -> list[str]:
+def launch_argv(fds: DataFds, *, workdir: str, cgroup: SandboxCgroup | None, memory_bytes: int) -> list[str]:
     """The full command: join the cgroups (or cap memory by rlimit without them), drop to nobody, bwrap.
 
     Core dumps are off everywhere: a host's core_pattern helper must never run for sandboxed code.
     """
-    command = bwrap_argv(host, workdir=workdir)
+    command = bwrap_argv(fds, workdir=workdir)
     if os.geteuid() == 0:
         command = ["setpriv", f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups", "--", *command]
     if cgroup is None:
@@ -133,23 +171,39 @@ async def _read_capped(stream: asyncio.StreamReader, cap: int) -> bytes:
 
 async def start_sandbox(host: SandboxHost, *, workdir: str, cgroup: SandboxCgroup | None, memory_bytes: int) -> Process:
     """Start bubblewrap and the runner inside it; the runner waits for its spec on stdin."""
-    return await asyncio.create_subprocess_exec(
-        *launch_argv(host, workdir=workdir, cgroup=cgroup, memory_bytes=memory_bytes),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"},
-        start_new_session=True,
-        close_fds=True,
-    )
+    fds = DataFds.open(host)
+    try:
+        return await asyncio.create_subprocess_exec(
+            *launch_argv(fds, workdir=workdir, cgroup=cgroup, memory_bytes=memory_bytes),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"},
+            start_new_session=True,
+            close_fds=True,
+            pass_fds=fds.all(),
+        )
+    finally:
+        fds.close()
 
 
-async def kill_sandbox(process: Process) -> None:
-    """SIGKILL bubblewrap; --die-with-parent and the pid namespace take everything inside with it."""
-    if process.returncode is None:
+async def kill_sandbox(process: Process, cgroup: SandboxCgroup | None) -> None:
+    """Kill everything in the sandbox, then wait (bounded) for bubblewrap's exit and its pipes' end.
+
+    With a cgroup, every process of the sandbox (bubblewrap included) is in it and is killed until
+    it is empty. Without one, SIGKILL to bubblewrap's process group: --die-with-parent kills the
+    runner, and the end of the runner (pid 1) ends its whole pid namespace.
+    """
+    if cgroup is not None:
+        await asyncio.to_thread(cgroup.kill_all)
+    elif process.returncode is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-    await process.wait()
+    try:
+        async with asyncio.timeout(DISPOSE_SECONDS):
+            await process.wait()
+    except TimeoutError:
+        log.error("sandbox %s: its pipes were still open %s s after it was killed", process.pid, DISPOSE_SECONDS)
 
 
 async def run_spec(process: Process, spec: dict, *, result_cap: int) -> tuple[dict | None, str]:

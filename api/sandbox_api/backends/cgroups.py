@@ -7,6 +7,7 @@ process of the sandbox is born inside the limits (no window in which a fork esca
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -17,6 +18,7 @@ from pathlib import Path
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PARENT = "sandbox-api"
 CONTROLLERS = ("memory", "pids")
+KILL_SECONDS = 5  # bound on emptying a sandbox's cgroups
 
 
 def cgroups_usable() -> tuple[bool, str]:
@@ -125,21 +127,40 @@ class SandboxCgroup:
         failcnt = self.path("memory") / "memory.failcnt"
         return 1 if failcnt.exists() and int(failcnt.read_text()) > 0 else 0
 
+    def kill_all(self, timeout: float = KILL_SECONDS) -> bool:
+        """SIGKILL every process in the sandbox's cgroups until they are empty; False if time ran out.
+
+        Repeated because a process may fork between the read of cgroup.procs and its kill; the pids
+        limit bounds how many can appear, and a killed process forks no more.
+        """
+        deadline = time.monotonic() + timeout
+        while pids := self._members():
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)  # killed tasks take a moment to leave the cgroup
+        return True
+
+    def _members(self) -> set[int]:
+        members: set[int] = set()
+        for controller in CONTROLLERS:
+            with contextlib.suppress(FileNotFoundError):
+                members.update(int(pid) for pid in (self.path(controller) / "cgroup.procs").read_text().split())
+        return members
+
     def remove(self) -> None:
-        """Kill whatever is left in the cgroup, then remove it."""
-        deadline = time.monotonic() + 5
+        """Kill whatever is left in the cgroups, then remove them (OSError if something survives)."""
+        if not self.kill_all():
+            raise OSError(f"processes of {self.name} survived SIGKILL for {KILL_SECONDS} s")
+        deadline = time.monotonic() + KILL_SECONDS
         for controller in CONTROLLERS:
             path = self.path(controller)
             while path.exists():
-                pids = [int(pid) for pid in (path / "cgroup.procs").read_text().split()]
-                for pid in pids:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
                 try:
                     path.rmdir()
                 except OSError:
                     if time.monotonic() > deadline:
                         raise
-                    time.sleep(0.01)  # killed tasks take a moment to leave the cgroup
+                    time.sleep(0.005)  # an exited task can linger a moment as a member

@@ -105,7 +105,10 @@ class LocalBackend(Backend):
             await asyncio.to_thread(remove_stale_server_dirs)
             self.enforcement = f"memory and process limits by {why}"
         else:
-            self.enforcement = f"memory and process limits by rlimits only ({why}); cgroups need root"
+            self.enforcement = (
+                f"memory limit NOT enforced ({why}; cgroups need root): RLIMIT_DATA caps each process's "
+                "private memory only, not shared memory or memfd; processes capped per uid by RLIMIT_NPROC; "
+                "no CPU limit")
             log.warning("local backend: %s", self.enforcement)
         for language in self.catalogue.languages.values():
             version = await asyncio.to_thread(detect_version, language)
@@ -124,8 +127,6 @@ class LocalBackend(Backend):
             await self._dispose(self._warm.popleft())
         if self._use_cgroups:
             remove_server_dirs()
-        if self._host is not None:
-            shutil.rmtree(self._host.files_dir, ignore_errors=True)
 
     def languages(self) -> list[LanguageInfo]:
         return [
@@ -188,7 +189,7 @@ class LocalBackend(Backend):
         return await self._start(memory_mb)
 
     async def _dispose(self, sandbox: Sandbox) -> None:
-        await kill_sandbox(sandbox.process)
+        await kill_sandbox(sandbox.process, sandbox.cgroup)
         if sandbox.cgroup is not None:
             await asyncio.to_thread(sandbox.cgroup.remove)
 
