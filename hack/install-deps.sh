@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the local backend and the tests need. Idempotent; quiet when all present.
 set -euo pipefail
-packages=(bubblewrap python3 python3-venv nodejs bash coreutils util-linux)
+packages=(bubblewrap libseccomp2 python3 python3-venv nodejs bash coreutils util-linux)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
