@@ -71,6 +71,7 @@ def create_app(settings: Settings, *, keys: KeyRing, backend: Backend | None = N
         shared_limits=SharedLimits(
             namespace=settings.kubernetes_namespace, per_minute=settings.rate_per_minute,
             burst=settings.rate_burst, per_tenant=settings.max_concurrent_per_key,
+            retained_bytes=settings.max_retained_bytes_per_key,
         ) if backend.name == "kubernetes" else None,
     )
 

@@ -9,12 +9,21 @@ same moment serialise: the loser's update is refused with 409 and it decides aga
 - Concurrency: the tenant's unfinished SandboxExecutions (a label-selected list; the resources are
   the truth, so a replica that dies leaks nothing) plus admissions granted in the last few seconds
   that the list cannot show yet, recorded in the Lease until their resource appears.
+- Retained bytes: each execution carries the size of its spec (annotated by the API at creation)
+  and of its stored result (annotated by the operator when it finishes). Over the tenant's budget,
+  its oldest finished executions are deleted before the new one is created: results are dropped
+  oldest first, as the local backend's store does, rather than new work refused for up to an hour.
+
+Lists never fetch bodies: they ask for the CRD's printer columns as a Table (name, phase) with each
+row's metadata (annotations, creation time), page by page, so a POST costs the same however large
+the tenant's retained results are. A metadata-only list would not do: the phase is in the status.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -28,6 +37,10 @@ from sandbox_operator.kube import connect
 ANNOTATION_TOKENS = f"{contract.GROUP}/rate-tokens"
 ANNOTATION_UPDATED = f"{contract.GROUP}/rate-updated"
 ANNOTATION_ADMITTED = f"{contract.GROUP}/admitted"
+# The stored size of an execution's spec, written by the API when it creates the execution.
+ANNOTATION_SPEC_BYTES = f"{contract.GROUP}/spec-bytes"
+TABLE = "application/json;as=Table;g=meta.k8s.io;v=v1"
+PAGE_SIZE = 500
 LEASE_PREFIX = "sandbox-limits-"
 # An admission is counted from the Lease until its resource shows up in the list, or this long.
 ADMISSION_GRACE_SECONDS = 30.0
@@ -36,8 +49,72 @@ ADMISSION_GRACE_SECONDS = 30.0
 MAX_ATTEMPTS = 20
 
 
+log = logging.getLogger(__name__)
+
+
 class SharedLimitsError(RuntimeError):
     """The cluster could not be asked; the caller answers 503 rather than admit unchecked."""
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One SandboxExecution as a body-less list shows it."""
+
+    name: str
+    phase: str | None
+    created: str  # RFC 3339 in UTC: sorts in time order
+    stored_bytes: int  # spec and stored result, as annotated
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in contract.TERMINAL_PHASES
+
+
+def _annotated_bytes(annotations: dict[str, str], name: str) -> int:
+    value = annotations.get(name, "0")
+    return int(value) if value.isdigit() else 0
+
+
+async def list_executions(api: client.ApiClient, namespace: str, label_selector: str) -> tuple[list[Listed], str]:
+    """Every SandboxExecution the selector matches, without bodies, and the list's resourceVersion."""
+    objects = client.CustomObjectsApi(api)
+    listed: list[Listed] = []
+    token = None
+    while True:
+        page = await objects.list_namespaced_custom_object(
+            contract.GROUP, contract.VERSION, namespace, contract.PLURAL, label_selector=label_selector,
+            limit=PAGE_SIZE, _continue=token, _headers={"Accept": TABLE},
+        )
+        columns = [column["name"] for column in page.get("columnDefinitions") or []]
+        if "Phase" not in columns:
+            raise SharedLimitsError(f"the {contract.PLURAL} CRD has no Phase printer column (columns: {columns})")
+        phase = columns.index("Phase")
+        for row in page.get("rows") or []:
+            metadata = row["object"]["metadata"]
+            annotations = metadata.get("annotations") or {}
+            listed.append(Listed(
+                name=metadata["name"],
+                phase=row["cells"][phase],
+                created=metadata.get("creationTimestamp", ""),
+                stored_bytes=_annotated_bytes(annotations, ANNOTATION_SPEC_BYTES)
+                + _annotated_bytes(annotations, contract.ANNOTATION_RESULT_BYTES),
+            ))
+        token = page["metadata"].get("continue")
+        if not token:
+            return listed, page["metadata"]["resourceVersion"]
+
+
+def over_budget(listed: list[Listed], *, budget: int) -> list[Listed]:
+    """The oldest finished executions to delete so the tenant's retained bytes fit `budget` (as far
+    as finished ones can make room: unfinished ones are never deleted)."""
+    total = sum(item.stored_bytes for item in listed)
+    doomed = []
+    for item in sorted((item for item in listed if item.finished), key=lambda item: (item.created, item.name)):
+        if total <= budget:
+            break
+        doomed.append(item)
+        total -= item.stored_bytes
+    return doomed
 
 
 @dataclass
@@ -102,11 +179,12 @@ def lease_name(tenant: str) -> str:
 class SharedLimits:
     """Rate and concurrency per tenant, shared through the cluster by all replicas."""
 
-    def __init__(self, *, namespace: str, per_minute: int, burst: int, per_tenant: int):
+    def __init__(self, *, namespace: str, per_minute: int, burst: int, per_tenant: int, retained_bytes: int):
         self.namespace = namespace
         self.rate_per_s = per_minute / 60
         self.burst = max(burst, 1)
         self.per_tenant = per_tenant
+        self.retained_bytes = retained_bytes
         self._api: client.ApiClient | None = None
         self._turns: dict[str, asyncio.Lock] = {}
 
@@ -128,7 +206,10 @@ class SharedLimits:
         await self._update(tenant, decide, list_unfinished=False)
 
     async def admit(self, tenant: str, execution_id: str) -> None:
-        """Count the execution against the tenant; LimitExceeded (429) at the concurrency limit."""
+        """Count the execution against the tenant; LimitExceeded (429) at the concurrency limit.
+
+        Then delete the tenant's oldest finished executions while its retained bytes are over the budget.
+        """
         def decide(state: TenantState, now: float, listed: set[str], unfinished: set[str]) -> None:
             if not admit_execution(state, execution_id=execution_id, listed=listed, unfinished=unfinished,
                                    limit=self.per_tenant, now=now):
@@ -136,28 +217,27 @@ class SharedLimits:
                     f"this API key already has {self.per_tenant} executions unfinished; retry when one ends", 1
                 )
 
-        await self._update(tenant, decide, list_unfinished=True)
+        listing = await self._update(tenant, decide, list_unfinished=True)
+        objects = client.CustomObjectsApi(self._api)
+        for item in over_budget(listing, budget=self.retained_bytes):
+            try:
+                await objects.delete_namespaced_custom_object(
+                    contract.GROUP, contract.VERSION, self.namespace, contract.PLURAL, item.name
+                )
+            except client.ApiException as error:
+                if error.status != 404:  # 404: gone already (its TTL, or another replica)
+                    raise SharedLimitsError(f"the cluster refused to delete {item.name} ({error.status} {error.reason})") from None
+            except OSError as error:
+                raise SharedLimitsError(f"the cluster is unreachable: {error}") from None
+            log.info("deleted %s (%d bytes): its tenant is over its retained-bytes budget", item.name, item.stored_bytes)
 
-    async def _executions(self, tenant: str) -> tuple[set[str], set[str]]:
-        """The tenant's executions the cluster shows: all of them, and those not finished yet."""
-        listing = await client.CustomObjectsApi(self._api).list_namespaced_custom_object(
-            contract.GROUP, contract.VERSION, self.namespace, contract.PLURAL,
-            label_selector=f"{contract.LABEL_TENANT}={contract.tenant_label_value(tenant)}",
-        )
-        items = listing.get("items", [])
-        listed = {item["metadata"]["name"] for item in items}
-        unfinished = {
-            item["metadata"]["name"] for item in items
-            if (item.get("status") or {}).get("phase") not in contract.TERMINAL_PHASES
-        }
-        return listed, unfinished
-
-    async def _update(self, tenant: str, decide, *, list_unfinished: bool) -> None:
-        """Read the tenant's Lease, let `decide` change its state (or raise), write it back if unchanged since."""
+    async def _update(self, tenant: str, decide, *, list_unfinished: bool) -> list[Listed]:
+        """Read the tenant's Lease, let `decide` change its state (or raise), write it back if unchanged
+        since; the tenant's executions as listed for the decision (none unless `list_unfinished`)."""
         async with self._turns.setdefault(tenant, asyncio.Lock()):
-            await self._update_in_turn(tenant, decide, list_unfinished=list_unfinished)
+            return await self._update_in_turn(tenant, decide, list_unfinished=list_unfinished)
 
-    async def _update_in_turn(self, tenant: str, decide, *, list_unfinished: bool) -> None:
+    async def _update_in_turn(self, tenant: str, decide, *, list_unfinished: bool) -> list[Listed]:
         leases = client.CoordinationV1Api(self._api)
         name = lease_name(tenant)
         try:
@@ -170,11 +250,13 @@ class SharedLimits:
                     lease = None
                 # The list is taken after the Lease is read: anything admitted before that read is
                 # either in the Lease or (created since) in the list.
-                listed, unfinished = await self._executions(tenant) if list_unfinished else (set(), set())
+                listing = (await list_executions(
+                    self._api, self.namespace, f"{contract.LABEL_TENANT}={contract.tenant_label_value(tenant)}"
+                ))[0] if list_unfinished else []
                 now = time.time()
                 annotations = (lease.metadata.annotations or {}) if lease is not None else {}
                 state = TenantState.from_annotations(annotations, burst=self.burst, now=now)
-                decide(state, now, listed, unfinished)
+                decide(state, now, {item.name for item in listing}, {item.name for item in listing if not item.finished})
                 try:
                     if lease is None:
                         body = client.V1Lease(metadata=client.V1ObjectMeta(
@@ -184,7 +266,7 @@ class SharedLimits:
                     else:
                         lease.metadata.annotations = {**annotations, **state.annotations()}
                         await leases.replace_namespaced_lease(name, self.namespace, lease)
-                    return
+                    return listing
                 except client.ApiException as error:
                     if error.status != 409:  # 409: another replica wrote first; decide again
                         raise

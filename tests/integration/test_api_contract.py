@@ -351,6 +351,18 @@ def test_one_key_cannot_hold_the_whole_server(start_api_server):
         poll_until_finished(limited, response.json()["execution_id"])
 
 
+def test_old_results_are_dropped_beyond_the_byte_budget(start_api_server):
+    # A budget smaller than any result: each finished result is forgotten (locally) or deleted (from
+    # the cluster, at the key's next request) to make room; unfinished work is never dropped.
+    tight = start_api_server(max_result_bytes=1, max_retained_bytes_per_key=1)
+    ids = [tight.execute(language="bash", code=f"echo {index}")["execution_id"] for index in range(3)]
+    deadline = time.monotonic() + 60
+    while (response := tight.get(f"/api/sandbox/executions/{ids[0]}")).status_code == 200:
+        assert time.monotonic() < deadline, "the oldest result was kept beyond the budget"
+        time.sleep(0.2)
+    assert_error(response, 404)
+
+
 def test_fifty_concurrent_requests_beyond_the_cap_complete_or_get_429(start_api_server):
     limited = start_api_server(max_in_flight=6, key_share_percent=100, max_concurrent_per_key=64,
                                rate_per_minute=100000, rate_burst=1000)

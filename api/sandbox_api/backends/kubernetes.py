@@ -8,6 +8,7 @@ watches the namespace's SandboxExecutions and resolves the futures of whoever wa
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from collections import defaultdict
@@ -17,6 +18,7 @@ from kubernetes.aio import client, watch
 from sandbox_api.backends.base import Backend, BackendError, Execution
 from sandbox_api.config import Settings
 from sandbox_api.models import EXECUTION_ID_PATTERN, ExecutionResult, LanguageInfo
+from sandbox_api.shared_limits import ANNOTATION_SPEC_BYTES, list_executions
 from sandbox_operator import contract
 from sandbox_operator.catalogue import Catalogue
 from sandbox_operator.kube import connect
@@ -28,6 +30,16 @@ CREATED_BY = "sandbox-api"
 # The watch is renewed this often even when quiet: idle watches can die silently.
 WATCH_SECONDS = 240
 RETRY_DELAY_SECONDS = 1.0
+# The API server stores JSON with these escaped as \u003c (6 bytes): 5 more than their UTF-8.
+GROWN_WHEN_STORED = {"<": 5, ">": 5, "&": 5, "\u2028": 3, "\u2029": 3}
+
+
+def stored_json_bytes(value) -> int:
+    """The bytes `value` takes as the API server stores it (JSON, HTML-significant characters escaped)."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return len(text.encode("utf-8", errors="surrogatepass")) + sum(
+        text.count(char) * extra for char, extra in GROWN_WHEN_STORED.items()
+    )
 
 
 def resource_for(execution: Execution, *, retention_seconds: int) -> dict:
@@ -51,6 +63,8 @@ def resource_for(execution: Execution, *, retention_seconds: int) -> dict:
                 contract.LABEL_TENANT: contract.tenant_label_value(execution.tenant),
                 CREATED_BY_LABEL: CREATED_BY,
             },
+            # Counted against the tenant's retained bytes (sandbox_api.shared_limits).
+            "annotations": {ANNOTATION_SPEC_BYTES: str(stored_json_bytes(spec))},
         },
         "spec": spec,
     }
@@ -172,22 +186,27 @@ class KubernetesBackend(Backend):
                 future.set_result(resource)
 
     async def _watch_forever(self) -> None:
-        """List, then watch from that list's resourceVersion; start over on any error or expiry."""
+        """List, then watch from that list's resourceVersion; start over on any error or expiry.
+
+        The list is body-less (sandbox_api.shared_limits.list_executions): only the executions that
+        finished while nobody watched and that someone waits for are read in full.
+        """
         selector = f"{CREATED_BY_LABEL}={CREATED_BY}"
         while True:
             try:
-                listing = await self._objects.list_namespaced_custom_object(
-                    contract.GROUP, contract.VERSION, self.namespace, contract.PLURAL, label_selector=selector
-                )
-                for resource in listing.get("items", []):
-                    self._deliver(resource)
+                listing, version = await list_executions(self._api, self.namespace, selector)
+                for item in listing:
+                    if item.finished and item.name in self._waiters:
+                        self._deliver(await self._objects.get_namespaced_custom_object(
+                            contract.GROUP, contract.VERSION, self.namespace, contract.PLURAL, item.name
+                        ))
                 stream = watch.Watch()
                 async with stream:
                     async for event in stream.stream(
                         self._objects.list_namespaced_custom_object,
                         contract.GROUP, contract.VERSION, self.namespace, contract.PLURAL,
                         label_selector=selector, timeout_seconds=WATCH_SECONDS,
-                        resource_version=listing["metadata"]["resourceVersion"],
+                        resource_version=version,
                     ):
                         if event["type"] in ("ADDED", "MODIFIED"):
                             self._deliver(event["object"])
