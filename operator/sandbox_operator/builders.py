@@ -20,6 +20,11 @@ SANDBOX_UID = 65532
 CONTAINER_NAME = "sandbox"
 # Time for the Job controller, the kubelet and the runner around the program's own limit.
 DEADLINE_GRACE_SECONDS = 30
+# The kubelet's port on the pod's node: one of the two destinations the isolation gate must find cut off.
+KUBELET_PORT = 10250
+# Disk the container may use: its logs only (the root filesystem is read-only, the work dir and /tmp
+# are in memory); the runner's result line and its own messages stay far below this.
+LOG_STORAGE_MB = 16
 
 
 def runner_source() -> str:
@@ -71,6 +76,14 @@ def runner_command(config: OperatorConfig) -> list[str]:
     return ["python3", "-I", *runner]
 
 
+def memory_limit_mb(memory_mb: int, config: OperatorConfig) -> int:
+    """The container's memory limit: the program's grant, the runner's headroom, and the work dir and
+    /tmp, which are tmpfs (`medium: Memory`) whose pages are charged to the container's memory. So a
+    full work dir never eats into the program's grant, and no write can outgrow what the kernel enforces.
+    """
+    return memory_mb + config.runner_memory_headroom_mb + config.work_dir_size_mb + config.tmp_size_mb
+
+
 def build_job_for(
     execution_name: str,
     *,
@@ -82,14 +95,19 @@ def build_job_for(
     """The Job running one locked-down pod: the runner as entrypoint, no retries, hard limits."""
     name = contract.child_name(execution_name)
     labels = child_labels(execution_name, language)
-    memory_limit = f"{memory_mb + config.runner_memory_headroom_mb}Mi"
-    storage_limit = f"{config.work_dir_size_mb + config.tmp_size_mb + 16}Mi"
+    memory_limit = f"{memory_limit_mb(memory_mb, config)}Mi"
+    storage_limit = f"{LOG_STORAGE_MB}Mi"
     container = {
         "name": CONTAINER_NAME,
         "image": language.image,
         "imagePullPolicy": config.image_pull_policy,
         "command": runner_command(config),
         "workingDir": WORK_DIR,
+        # For the isolation gate (the runner gives the program an environment of its own).
+        "env": [
+            {"name": "SANDBOX_NODE_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}},
+            {"name": "SANDBOX_KUBELET_PORT", "value": str(KUBELET_PORT)},
+        ],
         "resources": {
             # Requests equal limits for memory so the scheduler never overcommits a sandbox.
             "requests": {"cpu": config.cpu_request, "memory": memory_limit, "ephemeral-storage": storage_limit},
@@ -136,8 +154,10 @@ def build_job_for(
                 "name": "runner",
                 "configMap": {"name": name, "defaultMode": 0o444},
             },
-            {"name": "work", "emptyDir": {"sizeLimit": f"{config.work_dir_size_mb}Mi"}},
-            {"name": "tmp", "emptyDir": {"sizeLimit": f"{config.tmp_size_mb}Mi"}},
+            # tmpfs sized by the kubelet from sizeLimit: a write past it fails at once with ENOSPC,
+            # instead of filling the node's disk until an eviction notices (see memory_limit_mb).
+            {"name": "work", "emptyDir": {"medium": "Memory", "sizeLimit": f"{config.work_dir_size_mb}Mi"}},
+            {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": f"{config.tmp_size_mb}Mi"}},
         ],
     }
     if config.runtime_class_name:

@@ -8,7 +8,6 @@ Idempotent at every step, so the operator can be killed and restarted at any mom
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from typing import Any
@@ -21,7 +20,17 @@ from sandbox_operator import builders, contract, metrics, outcomes
 from sandbox_operator.catalogue import Catalogue, Language, load_catalogue
 from sandbox_operator.config import OperatorConfig
 from sandbox_operator.kube import connect
-from sandbox_operator.reconciler import RESOURCE, conditions, finish, now, parse_time, patch_status, reconcile
+from sandbox_operator.reconciler import (
+    LIST_PAGE_SIZE,
+    RESOURCE,
+    api_message,
+    conditions,
+    finish,
+    now,
+    parse_time,
+    patch_status,
+    reconcile,
+)
 from sandbox_operator.runner_spec import InputFile, InvalidSpecError, build_runner_spec
 
 RECHECK_INTERVAL_SECONDS = 5
@@ -56,6 +65,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: lo
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
+    # kopf's initial LIST of executions and pods comes in pages of this many objects.
+    settings.watching.chunk_size = LIST_PAGE_SIZE
     settings.persistence.finalizer = f"{contract.GROUP}/operator"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=contract.GROUP)
     settings.persistence.diffbase_storage = SpecFreeDiffBaseStorage(prefix=contract.GROUP, key="last-handled")
@@ -154,7 +165,7 @@ async def start_execution(
     except client.ApiException as error:
         if error.status in (400, 413, 422):
             # The input cannot become a ConfigMap (too large, refused): a final answer, not a retry.
-            reason = f"the sandbox could not be created: {error.reason}: {_api_message(error)}"
+            reason = f"the sandbox could not be created: {error.reason}: {api_message(error)}"
             await finish(memo, namespace, name, None, outcomes.failure_status("error_setup", reason), language.name)
             return
         raise kopf.TemporaryError(f"creating the sandbox failed ({error.status} {error.reason}); retrying", delay=2)
@@ -208,11 +219,3 @@ async def expire_finished(
     except client.ApiException as error:
         if error.status != 404:
             raise
-
-
-def _api_message(error: client.ApiException) -> str:
-    """The API server's own message from an error response, which says what was refused."""
-    try:
-        return json.loads(error.body or "{}").get("message", "")[:500]
-    except (ValueError, AttributeError):
-        return ""

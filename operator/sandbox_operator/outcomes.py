@@ -4,10 +4,19 @@ of every other way a Job or pod can stop (pure functions over plain status dicts
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sandbox_operator import contract
 from sandbox_runner import ResultLineError, read_result
+
+# The most a status may take, both as the API server stores it and as this operator sends it: well
+# under etcd's request limit (1.5 MiB by default, for the whole object), leaving room for the spec.
+STATUS_BUDGET_BYTES = 1024 * 1024
+# Characters Go's encoding/json writes as a six-byte \u escape although they are one or three
+# bytes of UTF-8, so the extra bytes each costs in storage.
+_GO_ESCAPE_EXTRA = {"<": 5, ">": 5, "&": 5, "\u2028": 3, "\u2029": 3}
 
 # Container waiting reasons that never resolve by themselves: fail at once, not at the deadline.
 FATAL_WAITING_REASONS = frozenset({"ErrImageNeverPull", "InvalidImageName", "CreateContainerConfigError"})
@@ -89,12 +98,59 @@ def failure_status(phase: str, reason: str, *, oom_killed: bool = False) -> dict
     }
 
 
-def without_output(status: dict) -> dict:
-    """The status with stdout, stderr and files dropped (flagged truncated) when the whole is too large."""
-    return {
-        **status, "stdout": "", "stderr": "", "outputFiles": [],
-        "stdoutTruncated": True, "stderrTruncated": True, "outputFilesTruncated": True,
-    }
+def stored_size(value: object) -> int:
+    """Bytes of `value` as JSON the way the API server stores it (Go's encoding/json).
+
+    Non-ASCII is written as UTF-8; `<`, `>`, `&`, U+2028 and U+2029 as \\u escapes; control
+    characters as \\n-style or \\u00XX escapes; invalid UTF-8 (a lone surrogate here) as U+FFFD.
+    Python's compact UTF-8 JSON agrees on everything but the five characters of _GO_ESCAPE_EXTRA.
+    """
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return len(text.encode("utf-8", "surrogatepass")) + sum(text.count(char) * extra for char, extra in _GO_ESCAPE_EXTRA.items())
+
+
+def sent_size(value: object) -> int:
+    """Bytes of `value` in the request body the Kubernetes client sends (json.dumps: ASCII-only escapes)."""
+    return len(json.dumps(value))
+
+
+def _longest_prefix(text: str, fits: Callable[[str], bool]) -> str:
+    """The longest prefix of `text` for which `fits` holds (it holds for the empty string)."""
+    low, high = 0, len(text)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if fits(text[:middle]):
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low]
+
+
+def fit_status(status: dict, budget: int = STATUS_BUDGET_BYTES) -> dict:
+    """`status` within `budget` as stored and as sent: output files dropped largest first, then the
+    larger of stdout and stderr shortened, then the other, each flagged as truncated.
+    """
+    def fits(candidate: dict) -> bool:
+        return stored_size(candidate) <= budget and sent_size(candidate) <= budget
+
+    status = dict(status)
+    for item in sorted(status["outputFiles"], key=stored_size, reverse=True):
+        if fits(status):
+            return status
+        status["outputFiles"] = [kept for kept in status["outputFiles"] if kept is not item]
+        status["outputFilesTruncated"] = True
+    for field in sorted(("stdout", "stderr"), key=lambda name: stored_size(status[name]), reverse=True):
+        if fits(status):
+            return status
+        # Both measures add up field by field, so each leaves the field what the rest does not take.
+        rest = {**status, field: ""}
+        stored_room = budget - stored_size(rest) + stored_size("")
+        sent_room = budget - sent_size(rest) + sent_size("")
+        status[field] = _longest_prefix(
+            status[field], lambda text: stored_size(text) <= stored_room and sent_size(text) <= sent_room
+        )
+        status[f"{field}Truncated"] = True
+    return status
 
 
 def _condition(obj: dict | None, kind: str) -> dict | None:

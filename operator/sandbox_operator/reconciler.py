@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import logging
 
 import kopf
@@ -17,6 +18,9 @@ from kubernetes.aio import client
 from sandbox_operator import builders, contract, metrics, outcomes
 
 RESOURCE = (contract.GROUP, contract.VERSION, contract.PLURAL)
+# The API server is overloaded or unavailable: the write is tried again later, the status is not at fault.
+TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
+LIST_PAGE_SIZE = 50
 # Enough of the pod log for the result line: the runner's caps keep it below 1 MiB.
 LOG_LIMIT_BYTES = 4 * 1024 * 1024
 
@@ -66,7 +70,7 @@ async def _reconcile(memo: kopf.Memo, namespace: str, name: str) -> None:
     seen = outcomes.observe(
         job=job, pod=pod, age_seconds=(now() - created).total_seconds(),
         setup_deadline_seconds=memo.config.setup_deadline_seconds,
-        memory_limit_mb=memory + memo.config.runner_memory_headroom_mb,
+        memory_limit_mb=builders.memory_limit_mb(memory, memo.config),
     )
     found = memo.catalogue.find(spec.get("language", ""))
     language = found.name if found else "unknown"
@@ -98,10 +102,14 @@ async def _read_job_and_pod(memo: kopf.Memo, namespace: str, name: str) -> tuple
         if error.status != 404:
             raise
         job = None
-    pods = await client.CoreV1Api(memo.api).list_namespaced_pod(
-        namespace, label_selector=f"{contract.LABEL_EXECUTION}={name},{contract.LABEL_MANAGED_BY}={contract.MANAGED_BY}"
-    )
-    items = [memo.api.sanitize_for_serialization(pod) for pod in pods.items]
+    selector = f"{contract.LABEL_EXECUTION}={name},{contract.LABEL_MANAGED_BY}={contract.MANAGED_BY}"
+    items, token = [], None
+    while token != "":  # pages, so no single answer grows with what the namespace holds
+        pods = await client.CoreV1Api(memo.api).list_namespaced_pod(
+            namespace, label_selector=selector, limit=LIST_PAGE_SIZE, _continue=token
+        )
+        items += [memo.api.sanitize_for_serialization(pod) for pod in pods.items]
+        token = pods.metadata._continue or ""
     items.sort(key=lambda pod: pod["metadata"].get("creationTimestamp", ""))
     return job, (items[-1] if items else None)
 
@@ -145,13 +153,16 @@ async def finish(
     memo: kopf.Memo, namespace: str, name: str, execution: dict | None, result: dict, language: str,
     *, pod_name: str | None = None,
 ) -> None:
-    """Write the terminal status once (resourceVersion precondition), then post an Event and clean up."""
+    """Write the terminal status once (resourceVersion precondition), then post an Event and clean up.
+
+    The status is cut to fit (outcomes.fit_status) before it is written. Should the API server refuse
+    it all the same (a large spec next to it, a limit of its own), a small error_setup status saying
+    why takes its place: an execution never stays unfinished because its result cannot be stored.
+    """
     objects = client.CustomObjectsApi(memo.api)
     finished = now()
-    status = {**result, "completionTime": timestamp(finished),
-              "conditions": conditions(result["phase"], result.get("reason"))}
-    if pod_name:
-        status["podName"] = pod_name
+    status = outcomes.fit_status(terminal_status(result, finished, pod_name))
+    refused = False
     for _attempt in range(5):
         try:
             if execution is None:
@@ -160,19 +171,21 @@ async def finish(
                 )
             if (execution.get("status") or {}).get("phase") in contract.TERMINAL_PHASES:
                 return  # another look already wrote the result
-            await patch_status(memo, namespace, name, status, resource_version=execution["metadata"]["resourceVersion"])
+            stored = {**(execution.get("status") or {}), **status}  # what the merge patch leaves
+            version = await record_result_bytes(memo, namespace, name, stored, execution["metadata"]["resourceVersion"])
+            await patch_status(memo, namespace, name, status, resource_version=version)
             break
         except client.ApiException as error:
             if error.status == 404:
                 return
-            has_output = bool(status["stdout"] or status["stderr"] or status["outputFiles"])
-            if error.status in (413, 422) and has_output:
-                # Spec and result together exceed what one object may hold: keep the outcome, drop output.
-                status = outcomes.without_output(status)
+            if error.status == 409:
+                execution = None  # changed meanwhile (often kopf's own annotations): read again, retry
                 continue
-            if error.status != 409:
-                raise
-            execution = None  # changed meanwhile (often kopf's own annotations): read again, retry
+            if error.status in TRANSIENT_STATUSES or refused:
+                raise  # the API server is unavailable, or even the small fallback was refused
+            refused = True
+            result = outcomes.failure_status("error_setup", _refused_reason(error, result))
+            status = terminal_status(result, finished, pod_name)
     else:
         raise kopf.TemporaryError("the execution kept changing while its result was written", delay=1)
     outcome = result["phase"]
@@ -189,6 +202,43 @@ async def finish(
     forget(memo, namespace, name)
     await delete_children(memo, namespace, name)
     logging.getLogger(__name__).info("finished %s/%s: %s", namespace, name, message)
+
+
+def terminal_status(result: dict, finished: datetime.datetime, pod_name: str | None) -> dict:
+    """The status to write for a result: its fields, the completion time and the final conditions."""
+    status = {**result, "completionTime": timestamp(finished), "conditions": conditions(result["phase"], result.get("reason"))}
+    if pod_name:
+        status["podName"] = pod_name
+    return status
+
+
+def _refused_reason(error: client.ApiException, result: dict) -> str:
+    ended = f"{result['phase']} ({result.get('reason') or 'exit code 0'})"
+    return (f"the result could not be stored: the API server refused it with {error.status} {error.reason}: "
+            f"{api_message(error)}; the program had ended {ended}")[:2000]
+
+
+async def record_result_bytes(memo: kopf.Memo, namespace: str, name: str, status: dict, resource_version: str) -> str:
+    """Annotate the execution with the size of the status about to be stored (the API sums it per
+    tenant), if nobody changed the execution since `resource_version`; returns the new version.
+
+    A write of its own (the status subresource ignores every change outside `status`), made first:
+    an operator stopped between the two writes writes both again, as the status is not terminal yet.
+    """
+    patch = {"metadata": {"resourceVersion": resource_version,
+                          "annotations": {contract.ANNOTATION_RESULT_BYTES: str(outcomes.stored_size(status))}}}
+    updated = await client.CustomObjectsApi(memo.api).patch_namespaced_custom_object(
+        *RESOURCE[:2], namespace, contract.PLURAL, name, patch
+    )
+    return updated["metadata"]["resourceVersion"]
+
+
+def api_message(error: client.ApiException) -> str:
+    """The API server's own message from an error response, which says what was refused."""
+    try:
+        return json.loads(error.body or "{}").get("message", "")[:500]
+    except (ValueError, AttributeError):
+        return ""
 
 
 async def delete_children(memo: kopf.Memo, namespace: str, name: str) -> None:

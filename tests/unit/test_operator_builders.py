@@ -96,16 +96,26 @@ def test_pod_hardening_items():
     assert pod["dnsPolicy"] == "None"
     for volume in pod["volumes"]:
         assert "hostPath" not in volume
-        if "emptyDir" in volume:
-            assert volume["emptyDir"]["sizeLimit"].endswith("Mi")
     assert "runtimeClassName" not in pod and "nodeSelector" not in pod and "tolerations" not in pod
 
 
-def test_memory_limit_is_request_plus_runner_headroom_and_all_limits_are_set():
-    resources = job(OperatorConfig(runner_memory_headroom_mb=48), memory=200)["spec"]["template"]["spec"]["containers"][0]["resources"]
-    assert resources["limits"]["memory"] == "248Mi"
-    assert resources["requests"]["memory"] == "248Mi"
+def test_work_dir_and_tmp_are_tmpfs_counted_in_the_memory_limit_on_top_of_the_grant():
+    config = OperatorConfig(runner_memory_headroom_mb=48, work_dir_size_mb=64, tmp_size_mb=16)
+    pod = job(config, memory=200)["spec"]["template"]["spec"]
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    assert volumes["work"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "64Mi"}
+    assert volumes["tmp"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "16Mi"}
+    resources = pod["containers"][0]["resources"]
+    assert resources["limits"]["memory"] == resources["requests"]["memory"] == f"{200 + 48 + 64 + 16}Mi"
+    # Only the logs are on disk: the root filesystem is read-only and both emptyDirs are in memory.
+    assert resources["limits"]["ephemeral-storage"] == "16Mi"
     assert {"cpu", "memory", "ephemeral-storage"} <= set(resources["limits"])
+
+
+def test_the_isolation_gate_is_told_the_node_to_probe():
+    env = {item["name"]: item for item in job()["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["SANDBOX_NODE_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.hostIP"}}
+    assert env["SANDBOX_KUBELET_PORT"]["value"] == "10250"
 
 
 def test_network_policy_denies_everything_for_sandbox_pods():

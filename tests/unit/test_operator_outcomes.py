@@ -11,7 +11,6 @@ from sandbox_operator.outcomes import (
     observe,
     parse_result_line,
     status_from_result,
-    without_output,
 )
 
 RESULT = {
@@ -131,10 +130,3 @@ def test_deadline_exceeded_is_timeout():
 def test_deleted_job_or_pod_is_terminal():
     assert "Job was deleted" in look(job=None, pod_=None).reason
     assert "pod was deleted" in look(job=FAILED_JOB, pod_=None).reason
-
-
-def test_without_output_keeps_the_outcome_and_flags_truncation():
-    status = without_output(status_from_result(RESULT))
-    assert (status["phase"], status["exitCode"]) == ("completed", 0)
-    assert (status["stdout"], status["stderr"], status["outputFiles"]) == ("", "", [])
-    assert status["stdoutTruncated"] and status["stderrTruncated"] and status["outputFilesTruncated"]
