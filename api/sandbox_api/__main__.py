@@ -27,6 +27,9 @@ def new_key(tenant: str) -> int:
     return 0
 
 
+SHUTDOWN_GRACE_SECONDS = 5
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["new-key"]:
@@ -59,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     protocol = header_deadline_protocol(
         settings.header_timeout_seconds, app.state.sandbox.metrics.slow_clients.labels("headers").inc
     )
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False, http=protocol)
+    # On SIGTERM, requests still open after the grace are cancelled; then the backend stops (bounded).
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False,
+                http=protocol, timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS)
     return 0
 
 

@@ -262,3 +262,31 @@ def test_the_unprivileged_mode_says_memory_is_not_enforced(unprivileged_api):
     detail = unprivileged_api.get("/readyz").json()["detail"]
     assert "memory limit NOT enforced" in detail and "shared memory or memfd" in detail, detail
     assert "memory limit NOT enforced" in unprivileged_api.server_log.read_text(), "the start-up log says it too"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="cgroups need root")
+def test_shutdown_ends_within_its_bound_and_kills_every_sandbox(start_api_server):
+    """SIGTERM during hostile runs, one of them with a client waiting: the server exits, nothing is left."""
+    import signal
+    import threading
+
+    server = start_api_server(**UNTHROTTLED)
+    started = [server.post("/api/sandbox/execute", json={"language": "python", "code": HOSTILE, "timeout_seconds": 60,
+                                                          "wait": False}).json()["execution_id"] for _ in range(2)]
+    waiting = threading.Thread(target=lambda: server.post(
+        "/api/sandbox/execute", json={"language": "python", "code": HOSTILE, "timeout_seconds": 60}), daemon=True)
+    waiting.start()
+    deadline = time.monotonic() + 30
+    while any(server.get(f"/api/sandbox/executions/{execution}").json()["status"] != "running" for execution in started):
+        assert time.monotonic() < deadline, "the executions never started"
+        time.sleep(0.05)
+    os.kill(server.server_pid, signal.SIGTERM)
+    process_dir = Path(f"/proc/{server.server_pid}")
+    deadline = time.monotonic() + 60  # a hang guard: the server's own bound is far below it
+    while process_dir.exists() and (process_dir / "stat").read_text().split()[2] != "Z":
+        assert time.monotonic() < deadline, "the server did not exit after SIGTERM"
+        time.sleep(0.05)
+    ours = f":pids:/sandbox-api/{server.server_pid}/"
+    assert not [pid for pid, cgroup in _sandbox_user_processes().items() if ours in cgroup]
+    assert not Path(f"/sys/fs/cgroup/pids/sandbox-api/{server.server_pid}").exists()
+    assert not Path(f"/sys/fs/cgroup/memory/sandbox-api/{server.server_pid}").exists()
