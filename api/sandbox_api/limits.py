@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import math
 import time
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 
@@ -87,3 +92,60 @@ class Admission:
             self._by_tenant[tenant] = remaining
         else:
             del self._by_tenant[tenant]
+
+
+class FairSlots:
+    """`slots` workers shared between tenants, handed out fairly: a freed slot goes to the waiting
+    tenant holding the fewest (the longest waiting among equals), so one key's queue never stands in
+    front of another key's work. Idle slots are never withheld: a lone key may use them all.
+
+    `async with slots.slot(tenant):` holds one.
+    """
+
+    def __init__(self, slots: int):
+        self.free = slots
+        self._held: dict[str, int] = {}
+        self._waiting: dict[str, deque[tuple[int, asyncio.Future]]] = {}
+        self._arrivals = itertools.count()
+
+    @asynccontextmanager
+    async def slot(self, tenant: str) -> AsyncIterator[None]:
+        if self.free and not self._waiting:
+            self._take(tenant)
+        else:
+            waiter = (next(self._arrivals), asyncio.get_running_loop().create_future())
+            self._waiting.setdefault(tenant, deque()).append(waiter)
+            try:
+                await waiter[1]
+            except asyncio.CancelledError:
+                if waiter[1].cancelled():
+                    self._forget(tenant, waiter)
+                else:  # granted, then cancelled before it could run: pass the slot on
+                    self._give_back(tenant)
+                raise
+        try:
+            yield
+        finally:
+            self._give_back(tenant)
+
+    def _take(self, tenant: str) -> None:
+        self.free -= 1
+        self._held[tenant] = self._held.get(tenant, 0) + 1
+
+    def _forget(self, tenant: str, waiter: tuple[int, asyncio.Future]) -> None:
+        queue = self._waiting[tenant]
+        queue.remove(waiter)
+        if not queue:
+            del self._waiting[tenant]
+
+    def _give_back(self, tenant: str) -> None:
+        self.free += 1
+        self._held[tenant] -= 1
+        if not self._held[tenant]:
+            del self._held[tenant]
+        while self.free and self._waiting:
+            chosen = min(self._waiting, key=lambda name: (self._held.get(name, 0), self._waiting[name][0][0]))
+            waiter = self._waiting[chosen][0]
+            self._forget(chosen, waiter)
+            self._take(chosen)
+            waiter[1].set_result(None)

@@ -39,6 +39,8 @@ ANNOTATION_UPDATED = f"{contract.GROUP}/rate-updated"
 ANNOTATION_ADMITTED = f"{contract.GROUP}/admitted"
 # The stored size of an execution's spec, written by the API when it creates the execution.
 ANNOTATION_SPEC_BYTES = f"{contract.GROUP}/spec-bytes"
+# What an execution costs beyond its spec and result: metadata, managed fields, conditions.
+OBJECT_OVERHEAD_BYTES = 4096
 TABLE = "application/json;as=Table;g=meta.k8s.io;v=v1"
 PAGE_SIZE = 500
 LEASE_PREFIX = "sandbox-limits-"
@@ -63,7 +65,7 @@ class Listed:
     name: str
     phase: str | None
     created: str  # RFC 3339 in UTC: sorts in time order
-    stored_bytes: int  # spec and stored result, as annotated
+    stored_bytes: int  # spec and stored result as annotated, and the object's overhead
 
     @property
     def finished(self) -> bool:
@@ -96,7 +98,7 @@ async def list_executions(api: client.ApiClient, namespace: str, label_selector:
                 name=metadata["name"],
                 phase=row["cells"][phase],
                 created=metadata.get("creationTimestamp", ""),
-                stored_bytes=_annotated_bytes(annotations, ANNOTATION_SPEC_BYTES)
+                stored_bytes=OBJECT_OVERHEAD_BYTES + _annotated_bytes(annotations, ANNOTATION_SPEC_BYTES)
                 + _annotated_bytes(annotations, contract.ANNOTATION_RESULT_BYTES),
             ))
         token = page["metadata"].get("continue")

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from sandbox_api.limits import LimitExceeded
-from sandbox_api.shared_limits import ANNOTATION_SPEC_BYTES, PAGE_SIZE, SharedLimits
+from sandbox_api.shared_limits import ANNOTATION_SPEC_BYTES, OBJECT_OVERHEAD_BYTES, PAGE_SIZE, SharedLimits
 from sandbox_operator import contract
 from tests.e2e.test_operator import KUBECONFIG, REPO, kubectl
 
@@ -126,8 +126,10 @@ def test_oldest_finished_executions_are_deleted_beyond_the_retained_bytes_budget
                 "-p", '{"status": {"phase": "completed"}}')
     kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(execution_body("d-running", "acme", stored)))
     kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(execution_body("other-tenant", "globex", stored)))
-    # 4 x 1200 bytes for acme; 2500 keeps two: the running one, and the newest finished.
-    limiters = replicas(namespace, retained_bytes=2500, per_minute=600, burst=100, per_tenant=10)
+    # 4 executions of acme, each 1200 bytes and the object's overhead; the budget keeps two: the
+    # running one, and the newest finished.
+    each = 1200 + OBJECT_OVERHEAD_BYTES
+    limiters = replicas(namespace, retained_bytes=2 * each + each // 2, per_minute=600, burst=100, per_tenant=10)
     assert asyncio.run(run_with(limiters, lambda: outcomes([limiters[0].admit("acme", "new")]))) == (1, 0)
     names = {item["metadata"]["name"] for item in json.loads(kubectl("get", "-n", namespace, contract.PLURAL, "-o", "json").stdout)["items"]
              if not item["metadata"].get("deletionTimestamp")}

@@ -255,6 +255,12 @@ def test_oversized_body_is_413(api):
     assert_error(api.post("/api/sandbox/execute", json=body), 413)
 
 
+def test_a_request_too_large_once_stored_is_413_but_plain_text_of_the_same_length_runs(api):
+    # 200 KiB of '<' fits the body cap, but the API server would store each as \u003c: 1.2 MiB.
+    assert_error(api.post("/api/sandbox/execute", json={"language": "bash", "code": "#" + "<" * 200_000}), 413, "once stored")
+    assert api.execute(language="bash", code="#" + "x" * 200_000 + "\necho fits")["stdout"] == "fits\n"
+
+
 def test_oversized_chunked_body_is_413(api):
     def chunks():
         yield b'{"language": "bash", "code": "echo", "input_data": "'

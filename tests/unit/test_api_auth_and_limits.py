@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from sandbox_api.auth import KeyConfigError, KeyRing, digest, generate_key, parse_key_entries
-from sandbox_api.limits import Admission, LimitExceeded, RateLimiter, TokenBucket
+from sandbox_api.limits import Admission, FairSlots, LimitExceeded, RateLimiter, TokenBucket
 
 
 def test_keys_are_kept_only_as_digests_and_map_to_tenants():
@@ -72,3 +74,60 @@ def test_one_tenant_holds_at_most_its_share_of_the_server():
         admission.admit(tenant)
     with pytest.raises(LimitExceeded, match="capacity"):
         admission.admit("e")
+
+
+def test_a_freed_worker_goes_to_the_key_holding_the_fewest():
+    async def scenario() -> list[str]:
+        slots = FairSlots(2)
+        started: list[str] = []
+        release = {name: asyncio.Event() for name in ("a1", "a2", "a3", "a4", "b1", "c1")}
+
+        async def run(name: str) -> None:
+            async with slots.slot(name[0]):
+                started.append(name)
+                await release[name].wait()
+
+        tasks = []
+        for name in ("a1", "a2", "a3", "a4", "b1", "c1"):  # a queues two more before b and c arrive
+            tasks.append(asyncio.create_task(run(name)))
+            await asyncio.sleep(0)
+        assert started == ["a1", "a2"], "idle workers are not withheld from a lone key"
+        for name in ("a1", "a2", "b1", "c1"):
+            release[name].set()
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+        release["a3"].set()
+        release["a4"].set()
+        await asyncio.gather(*tasks)
+        assert slots.free == 2
+        return started
+
+    # a1 frees a worker: b (holding none) gets it before a's queue. a2 frees one: a and c hold none,
+    # a has waited longer. b1 frees one: c holds none, a one.
+    assert asyncio.run(scenario()) == ["a1", "a2", "b1", "a3", "c1", "a4"]
+
+
+def test_a_waiter_cancelled_gives_no_slot_away():
+    async def scenario() -> int:
+        slots = FairSlots(1)
+        hold = asyncio.Event()
+
+        async def holder() -> None:
+            async with slots.slot("a"):
+                await hold.wait()
+
+        async def waiter() -> None:
+            async with slots.slot("b"):
+                pass
+
+        first = asyncio.create_task(holder())
+        await asyncio.sleep(0)
+        second = asyncio.create_task(waiter())
+        await asyncio.sleep(0)
+        second.cancel()
+        await asyncio.gather(second, return_exceptions=True)
+        hold.set()
+        await first
+        return slots.free
+
+    assert asyncio.run(scenario()) == 1

@@ -8,7 +8,6 @@ watches the namespace's SandboxExecutions and resolves the futures of whoever wa
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 from collections import defaultdict
@@ -22,6 +21,7 @@ from sandbox_api.shared_limits import ANNOTATION_SPEC_BYTES, list_executions
 from sandbox_operator import contract
 from sandbox_operator.catalogue import Catalogue
 from sandbox_operator.kube import connect
+from sandbox_operator.outcomes import stored_size
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +30,6 @@ CREATED_BY = "sandbox-api"
 # The watch is renewed this often even when quiet: idle watches can die silently.
 WATCH_SECONDS = 240
 RETRY_DELAY_SECONDS = 1.0
-# The API server stores JSON with these escaped as \u003c (6 bytes): 5 more than their UTF-8.
-GROWN_WHEN_STORED = {"<": 5, ">": 5, "&": 5, "\u2028": 3, "\u2029": 3}
-
-
-def stored_json_bytes(value) -> int:
-    """The bytes `value` takes as the API server stores it (JSON, HTML-significant characters escaped)."""
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    return len(text.encode("utf-8", errors="surrogatepass")) + sum(
-        text.count(char) * extra for char, extra in GROWN_WHEN_STORED.items()
-    )
 
 
 def resource_for(execution: Execution, *, retention_seconds: int) -> dict:
@@ -64,7 +54,7 @@ def resource_for(execution: Execution, *, retention_seconds: int) -> dict:
                 CREATED_BY_LABEL: CREATED_BY,
             },
             # Counted against the tenant's retained bytes (sandbox_api.shared_limits).
-            "annotations": {ANNOTATION_SPEC_BYTES: str(stored_json_bytes(spec))},
+            "annotations": {ANNOTATION_SPEC_BYTES: str(stored_size(spec))},
         },
         "spec": spec,
     }

@@ -11,9 +11,16 @@ from fastapi.responses import JSONResponse
 
 from sandbox_api.backends.base import BackendError, Execution, new_execution_id
 from sandbox_api.errors import ERROR_RESPONSES, ApiError
-from sandbox_api.models import EncodedFile, ErrorResponse, ExecuteRequest, ExecutionAccepted, ExecutionResult
+from sandbox_api.models import (
+    EncodedFile,
+    ErrorResponse,
+    ExecuteRequest,
+    ExecutionAccepted,
+    ExecutionResult,
+)
 from sandbox_api.shared_limits import SharedLimitsError
 from sandbox_api.state import AppState, State, Tenant
+from sandbox_operator.outcomes import STATUS_BUDGET_BYTES, stored_size
 from sandbox_operator.runner_spec import InputFile, InvalidSpecError, normalise_input_files
 
 log = logging.getLogger(__name__)
@@ -24,6 +31,10 @@ router = APIRouter(prefix="/api/sandbox", tags=["executions"])
 WAIT_GRACE_SECONDS = 30
 # A watcher gives up on an execution that never finishes (the backend guarantees it does) after this.
 WATCH_LIMIT_SECONDS = 3600
+# The code, stdin and files as a SandboxExecution's spec stores them, at most: with its status (cut
+# to STATUS_BUDGET_BYTES by the operator) and metadata, the object stays under etcd's 1.5 MiB. The
+# same bound on both backends, so a request means the same everywhere.
+MAX_STORED_REQUEST_BYTES = 1536 * 1024 - STATUS_BUDGET_BYTES - 128 * 1024
 
 
 def _require_text(name: str, value: str | None) -> None:
@@ -54,6 +65,10 @@ def build_execution(state: AppState, request: ExecuteRequest, tenant: str) -> Ex
         normalised = normalise_input_files(files, main_file=language.main_file)
     except InvalidSpecError as error:
         raise ApiError(400, str(error)) from None
+    stored = stored_size([request.code, request.input_data, [(f.path, f.content) for f in normalised]])
+    if stored > MAX_STORED_REQUEST_BYTES:
+        raise ApiError(413, f"the code, input and files take {stored} bytes once stored (each <, > and & counts "
+                            f"6 bytes); at most {MAX_STORED_REQUEST_BYTES} are accepted")
     return Execution(
         id=new_execution_id(),
         tenant=tenant,
