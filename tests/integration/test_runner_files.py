@@ -197,3 +197,13 @@ def test_unwritable_files_and_work_directories_are_setup_errors(tmp_path):
     assert bad_workdir["reason"] == f"cannot use the work directory '{tmp_path}/plain-file/w': Not a directory"
     long_name = run_runner(tmp_path / "w", ["true"], files=[{"path": "n" * 300, "content": ""}])
     assert long_name["status"] == "error_setup" and "cannot write it: File name too long" in long_name["reason"]
+
+
+def test_output_file_names_that_would_drive_a_terminal_are_skipped_and_flagged(tmp_path):
+    program = python_program("""
+        for name in ("ok.txt", "new\\nline", "title\\x1b]0;owned\\x07", "del\\x7f", "csi\\x9b2J"):
+            open(name, "w").write("x")
+    """)
+    result = run_runner(tmp_path / "w", program)
+    assert result["output_files"] == {"ok.txt": "x"}, result
+    assert result["output_files_truncated"] is True
