@@ -44,13 +44,13 @@ class Connection:
     def response(self) -> tuple[int, dict[str, str], bytes]:
         """The next whole response: (status, headers, body); fails if the connection ends first."""
         while b"\r\n\r\n" not in self.buffer:
-            self._fill()
+            self.fill()
         head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
         status_line, *header_lines = head.decode("latin-1").split("\r\n")
         headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in header_lines)}
         length = int(headers["content-length"])
         while len(self.buffer) < length:
-            self._fill()
+            self.fill()
         body, self.buffer = self.buffer[:length], self.buffer[length:]
         return int(status_line.split()[1]), headers, body
 
@@ -61,7 +61,7 @@ class Connection:
         except ConnectionResetError:
             return True
 
-    def _fill(self) -> None:
+    def fill(self) -> None:
         chunk = self.sock.recv(65536)
         assert chunk, f"the server closed the connection mid-response; got so far: {self.buffer[:300]!r}"
         self.buffer += chunk
@@ -109,6 +109,29 @@ def test_a_huge_declared_body_without_a_key_is_401_before_any_of_it_is_sent(conn
     assert status == 401 and b"missing API key" in body
     assert headers["connection"] == "close"
     assert connection.closed_by_server()
+
+
+def test_a_keyless_client_waiting_for_100_continue_gets_401_and_is_never_asked_for_its_body(connect):
+    connection = connect()
+    connection.send(connection.request_head("POST", "/api/sandbox/execute", Content_Length="100000",
+                                            Expect="100-continue", Content_Type="application/json"))
+    status, headers, _ = connection.response()
+    assert (status, headers["connection"]) == (401, "close")
+    assert connection.closed_by_server()
+
+
+def test_a_client_with_a_key_waiting_for_100_continue_is_asked_for_its_body(connect):
+    connection = connect()
+    body = b'{"language": "bash", "code": "echo continued"}'
+    connection.send(connection.request_head("POST", "/api/sandbox/execute", key=connection.key, Expect="100-continue",
+                                            Content_Type="application/json", Content_Length=str(len(body))))
+    while b"\r\n\r\n" not in connection.buffer:
+        connection.fill()
+    assert connection.buffer.startswith(b"HTTP/1.1 100 ")
+    connection.buffer = connection.buffer.partition(b"\r\n\r\n")[2]
+    connection.send(body)
+    status, _, answer = connection.response()
+    assert status == 200 and b"continued" in answer, answer
 
 
 def test_an_oversized_body_without_a_key_is_401_not_413(guarded):
