@@ -11,7 +11,7 @@ import uvicorn
 from sandbox_api.app import create_app
 from sandbox_api.auth import KeyConfigError, KeyRing, TENANT_PATTERN, digest, generate_key
 from sandbox_api.config import add_arguments, settings_from_args
-from sandbox_api.protocol import header_deadline_protocol
+from sandbox_api.protocol import deadline_protocol
 
 log = logging.getLogger("sandbox_api")
 DEFAULT_TENANT = "default"
@@ -59,8 +59,10 @@ def main(argv: list[str] | None = None) -> int:
               f"    {key}\n\n    curl -H 'Authorization: Bearer {key}' http://{settings.host}:{settings.port}/api/sandbox/languages\n",
               flush=True)
     app = create_app(settings, keys=keys)
-    protocol = header_deadline_protocol(
-        settings.header_timeout_seconds, app.state.sandbox.metrics.slow_clients.labels("headers").inc
+    slow_clients = app.state.sandbox.metrics.slow_clients
+    protocol = deadline_protocol(
+        header_timeout_s=settings.header_timeout_seconds, body_timeout_s=settings.body_timeout_seconds,
+        on_timeout=lambda phase: slow_clients.labels(phase).inc(),
     )
     # On SIGTERM, requests still open after the grace are cancelled; then the backend stops (bounded).
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False,

@@ -32,7 +32,7 @@ class Settings:
     local_workers: int = _setting(max(os.cpu_count() or 1, 2), "sandboxes the local backend runs at once")
     max_body_bytes: int = _setting(256 * 1024, "largest request body accepted (413 beyond)")
     header_timeout_seconds: int = _setting(10, "time a client has to send a request's headers; the connection is closed beyond")
-    body_timeout_seconds: int = _setting(30, "time a client has to send a request's body once its headers are in (408 beyond)")
+    body_timeout_seconds: int = _setting(30, "time a client has to send a request's body once its headers are in (408 beyond), or the rest of a refused one (closed beyond)")
     default_timeout_seconds: int = _setting(ExecutionLimits.default_timeout_seconds, "timeout when a request gives none")
     max_timeout_seconds: int = _setting(ExecutionLimits.max_timeout_seconds, "largest timeout a request may ask for")
     default_memory_mb: int = _setting(ExecutionLimits.default_memory_mb, "memory limit when a request gives none")

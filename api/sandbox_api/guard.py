@@ -3,10 +3,12 @@
 `RequestGuard` is the ASGI middleware in front of the routes. For the API's own paths it checks the
 key and its rate limit from the headers alone, so a request without a valid key is 401 whatever its
 body. Then it reads the body under a size cap and a deadline (408 beyond, counted in
-`sandbox_slow_clients_total`). Every early answer (401, 413, 429, ...) first reads and discards what
-the client is still sending, up to DISCARD_BYTES, so the connection, and a proxy or
-`kubectl port-forward` in between, stays usable for the next request. A client that would send more
-than that, or that waits for `100 Continue`, gets its answer with `Connection: close`.
+`sandbox_slow_clients_total`). Every early answer (401, 413, 429, ...) first reads and drops what the
+client is still sending, up to DISCARD_BYTES, so that a client sending its whole body before it
+reads gets its answer; the connection is never closed for a refused body (a close with unread data
+resets it, and a reset kills a proxy or `kubectl port-forward` in between): uvicorn drops the rest,
+under sandbox_api.protocol's deadline. A body declared larger than DISCARD_BYTES, or held back for
+`100 Continue`, is answered at once.
 """
 
 from __future__ import annotations
@@ -24,8 +26,7 @@ from sandbox_api.state import TENANT_SCOPE_KEY, AppState
 
 # Paths that need a key; health, metrics and the OpenAPI document do not.
 PROTECTED_PREFIX = "/api/sandbox/"
-# What an early answer reads (and drops) of a body before answering, so the client is not cut off
-# mid-send; beyond it the connection is closed after the answer.
+# What an early answer reads (and drops) of a body before answering; the rest is dropped after it.
 DISCARD_BYTES = 4 * 1024 * 1024
 UNAUTHENTICATED = {"WWW-Authenticate": "Bearer"}
 
@@ -52,24 +53,24 @@ class RequestGuard:
             refusal = refusal or self._too_large()
         if refusal is not None and (headers.get(b"expect", b"").lower() == b"100-continue"
                                     or declared is not None and (declared_size or 0) > DISCARD_BYTES):
-            # Reading would ask for (or wait through) a body refused anyway: answer, then close.
-            await self._answer(refusal, scope, receive, send, close=True)
+            await refusal(scope, receive, send)  # reading would ask for, or wait through, a refused body
             return
         try:
             async with asyncio.timeout(settings.body_timeout_seconds):
-                body, complete = await self._read_body(receive)
+                body = await self._read_body(receive)
         except TimeoutError:
             self.state.metrics.slow_clients.labels("body").inc()
             message = f"the request body did not arrive within {settings.body_timeout_seconds} s"
-            await self._answer(refusal or error_response(408, message), scope, receive, send, close=True)
+            answer = refusal or error_response(408, message)
+            answer.headers["Connection"] = "close"  # the slow client is cut off
+            await answer(scope, receive, send)
             return
         except ClientGone:
             return
         if refusal is None and body is None:
             refusal = self._too_large()
         if refusal is not None:
-            # A body not read to its end leaves the connection mid-request: close it after answering.
-            await self._answer(refusal, scope, receive, send, close=not complete)
+            await refusal(scope, receive, send)
             return
         replayed = False
 
@@ -106,10 +107,10 @@ class RequestGuard:
         scope.setdefault("state", {})[TENANT_SCOPE_KEY] = tenant
         return None
 
-    async def _read_body(self, receive: Receive) -> tuple[bytes | None, bool]:
-        """(the body, or None when over the cap; whether it was read to its end).
+    async def _read_body(self, receive: Receive) -> bytes | None:
+        """The body, or None when over the cap (then read on and dropped up to DISCARD_BYTES).
 
-        A body over the cap is read on and dropped up to DISCARD_BYTES. Raises ClientGone.
+        Raises ClientGone.
         """
         chunks: list[bytes] = []
         size, limit = 0, self.state.settings.max_body_bytes
@@ -124,15 +125,9 @@ class RequestGuard:
             else:
                 chunks.clear()
             if not message.get("more_body", False):
-                return (b"".join(chunks) if size <= limit else None), True
+                return b"".join(chunks) if size <= limit else None
             if size > DISCARD_BYTES:
-                return None, False
+                return None
 
     def _too_large(self) -> Response:
         return error_response(413, f"request body larger than {self.state.settings.max_body_bytes} bytes")
-
-    @staticmethod
-    async def _answer(response: Response, scope: Scope, receive: Receive, send: Send, *, close: bool) -> None:
-        if close:
-            response.headers["Connection"] = "close"
-        await response(scope, receive, send)
