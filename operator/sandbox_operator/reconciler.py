@@ -161,7 +161,7 @@ async def finish(
     """
     objects = client.CustomObjectsApi(memo.api)
     finished = now()
-    status = outcomes.fit_status(terminal_status(result, finished, pod_name))
+    status = terminal_status(result, finished, pod_name)
     refused = False
     for _attempt in range(5):
         try:
@@ -171,9 +171,11 @@ async def finish(
                 )
             if (execution.get("status") or {}).get("phase") in contract.TERMINAL_PHASES:
                 return  # another look already wrote the result
-            stored = {**(execution.get("status") or {}), **status}  # what the merge patch leaves
+            # Written whole (a superset of the current status, so nothing needs deleting): what is
+            # sized is exactly what the API server keeps.
+            stored = outcomes.fit_status(merge_patched(execution.get("status") or {}, status))
             version = await record_result_bytes(memo, namespace, name, stored, execution["metadata"]["resourceVersion"])
-            await patch_status(memo, namespace, name, status, resource_version=version)
+            await patch_status(memo, namespace, name, stored, resource_version=version)
             break
         except client.ApiException as error:
             if error.status == 404:
@@ -210,6 +212,11 @@ def terminal_status(result: dict, finished: datetime.datetime, pod_name: str | N
     if pod_name:
         status["podName"] = pod_name
     return status
+
+
+def merge_patched(current: dict, patch: dict) -> dict:
+    """`current` after a JSON merge patch of top-level fields: the patch's values win, nulls delete."""
+    return {key: value for key, value in {**current, **patch}.items() if value is not None}
 
 
 def _refused_reason(error: client.ApiException, result: dict) -> str:
