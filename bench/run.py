@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import os
-import shutil
 import socket
 import statistics
 import subprocess
@@ -29,7 +28,7 @@ from importlib import resources
 import httpx
 
 from sandbox_api.auth import digest, generate_key
-from sandbox_api.backends.bubblewrap import bwrap_argv, prepare_host
+from sandbox_api.backends.bubblewrap import DataFds, bwrap_argv, prepare_host
 from sandbox_operator.catalogue import load_catalogue
 from sandbox_operator.runner_spec import build_runner_spec, sandbox_environment
 
@@ -45,13 +44,19 @@ def percentile(samples: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-def timed_ms(argv: list[str], samples: int, *, stdin: bytes = b"", env: dict[str, str] | None = None) -> list[float]:
-    """Wall time of each of `samples` runs of `argv`."""
+def timed_ms(argv, samples: int, *, stdin: bytes = b"", env: dict[str, str] | None = None) -> list[float]:
+    """Wall time of each of `samples` runs of `argv`, or of `argv(fds)` with a fresh DataFds each run
+    (bubblewrap consumes the descriptors it copies the sandbox's files from)."""
     timings = []
     for _ in range(samples):
+        fds = DataFds.open(HOST) if callable(argv) else None
+        command = argv(fds) if fds else argv
         started = time.perf_counter()
-        subprocess.run(argv, input=stdin, env=env, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(command, input=stdin, env=env, check=True, stdout=subprocess.DEVNULL,
+                       pass_fds=fds.all() if fds else ())
         timings.append((time.perf_counter() - started) * 1000)
+        if fds:
+            fds.close()
     return timings
 
 
@@ -67,23 +72,27 @@ def bare_start_ms(language: str, samples: int) -> list[float]:
         return timed_ms([*argv, str(path)], samples, env=sandbox_environment(directory))
 
 
+HOST = prepare_host(Path(str(resources.files("sandbox_runner").joinpath("runner.py"))))
+
+
 def sandbox_breakdown(samples: int) -> list[tuple[str, list[float]]]:
     """The sandbox's layers, timed without HTTP, cgroup or warm pool (bubblewrap started as root)."""
-    host = prepare_host(Path(str(resources.files("sandbox_runner").joinpath("runner.py"))))
-    try:
-        argv = bwrap_argv(host, workdir="/sandbox/work")
-        bare_bwrap = argv[: argv.index("--")] + ["--", "true"]
-        python = load_catalogue().find("python")
-        spec = build_runner_spec(language=python, code="print('hello')", stdin=None, files=[], timeout_seconds=10,
-                                 max_memory_mb=256)
-        spec_true = {**spec, "command": ["true"]}
-        return [
-            ("bubblewrap running `true`", timed_ms(bare_bwrap, samples)),
-            ("bubblewrap + runner running `true`", timed_ms(argv, samples, stdin=json.dumps(spec_true).encode())),
-            ("bubblewrap + runner running hello.py", timed_ms(argv, samples, stdin=json.dumps(spec).encode())),
-        ]
-    finally:
-        shutil.rmtree(host.files_dir)
+    def runner(fds: DataFds) -> list[str]:
+        return bwrap_argv(fds, workdir="/sandbox/work")
+
+    def bare_bwrap(fds: DataFds) -> list[str]:
+        argv = runner(fds)
+        return argv[: argv.index("--")] + ["--", "true"]
+
+    python = load_catalogue().find("python")
+    spec = build_runner_spec(language=python, code="print('hello')", stdin=None, files=[], timeout_seconds=10,
+                             max_memory_mb=256)
+    spec_true = {**spec, "command": ["true"]}
+    return [
+        ("bubblewrap running `true`", timed_ms(bare_bwrap, samples)),
+        ("bubblewrap + runner running `true`", timed_ms(runner, samples, stdin=json.dumps(spec_true).encode())),
+        ("bubblewrap + runner running hello.py", timed_ms(runner, samples, stdin=json.dumps(spec).encode())),
+    ]
 
 
 def start_server(keys_file: Path) -> tuple[subprocess.Popen, str]:
