@@ -294,3 +294,18 @@ def test_shutdown_ends_within_its_bound_and_kills_every_sandbox(start_api_server
     assert not [pid for pid, cgroup in _sandbox_user_processes().items() if ours in cgroup]
     assert not Path(f"/sys/fs/cgroup/pids/sandbox-api/{server.server_pid}").exists()
     assert not Path(f"/sys/fs/cgroup/memory/sandbox-api/{server.server_pid}").exists()
+
+
+def test_one_key_cannot_keep_the_workers_from_another(start_api_server):
+    """Key A queues six slow runs on two workers; key B's run takes the next free worker, ahead of A's queue."""
+    server = start_api_server(local_workers=2, **UNTHROTTLED)
+    slow = {"language": "bash", "code": "sleep 2", "wait": False}
+    queued = [server.post("/api/sandbox/execute", json=slow).json()["execution_id"] for _ in range(6)]
+    deadline = time.monotonic() + 30
+    while sum(server.get(f"/api/sandbox/executions/{e}").json()["status"] == "running" for e in queued) < 2:
+        assert time.monotonic() < deadline, "key A's first runs never started"
+        time.sleep(0.05)
+    other = server.other_tenant.post("/api/sandbox/execute", json={"language": "bash", "code": "echo mine"})
+    assert other.json()["stdout"] == "mine\n", other.text
+    states = [server.get(f"/api/sandbox/executions/{e}").json()["status"] for e in queued]
+    assert "pending" in states, f"key B waited behind all of key A's queue: {states}"

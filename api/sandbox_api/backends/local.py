@@ -1,6 +1,7 @@
 """The local backend: each execution is the runner under bubblewrap on this host.
 
-A fixed number of workers run sandboxes at once; the API's admission limit bounds how many wait.
+A fixed number of workers run sandboxes at once, handed out fairly between keys (FairSlots); the
+API's admission limits bound how many wait.
 Results live in memory (ExecutionStore) for GET, bounded in count and time.
 
 Warm pool (when cgroups are available): starting bubblewrap and the runner, and moving them into a
@@ -32,6 +33,7 @@ from sandbox_api.backends.bubblewrap import (
     start_sandbox,
 )
 from sandbox_api.backends.cgroups import SandboxCgroup, cgroups_usable, remove_server_dirs, remove_stale_server_dirs
+from sandbox_api.limits import FairSlots
 from sandbox_api.models import ExecutionResult, LanguageInfo
 from sandbox_api.store import ExecutionStore
 from sandbox_operator.catalogue import Catalogue, Language
@@ -83,7 +85,7 @@ class LocalBackend(Backend):
         self.limits = limits
         self.runner_source = runner_source
         self.store = store
-        self._workers = asyncio.Semaphore(workers)
+        self._workers = FairSlots(workers)  # a freed worker goes to the waiting key holding the fewest
         self._pool_size = workers
         self._warm: deque[Sandbox] = deque()
         self._warming = 0
@@ -206,7 +208,7 @@ class LocalBackend(Backend):
         return self.store.get(execution_id, tenant)
 
     async def _run(self, execution: Execution) -> None:
-        async with self._workers:
+        async with self._workers.slot(execution.tenant):
             self.store.update(execution.id, _state(execution, "running"))
             try:
                 result = await self._run_sandbox(execution)
