@@ -2,7 +2,7 @@
 
 A fixed number of workers run sandboxes at once, handed out fairly between keys (FairSlots); the
 API's admission limits bound how many wait.
-Results live in memory (ExecutionStore) for GET, bounded in count and time.
+Results live in memory (ExecutionStore) for GET, bounded in bytes and time.
 
 Warm pool (when cgroups are available): starting bubblewrap and the runner, and moving them into a
 fresh cgroup (the kernel waits for an RCU grace period on every cgroup move), costs most of an
