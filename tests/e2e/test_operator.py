@@ -139,7 +139,10 @@ def operator(request, sandbox_crd, tmp_path_factory) -> OperatorProcess:
 
 
 def _delete_namespace(name: str) -> None:
-    # Finished executions carry the operator's finalizer; remove it so the namespace can go at once.
+    # Finished executions carry the operator's finalizer (kopf's, for their retention daemon); remove it
+    # so the namespace can go even once the operator has stopped. Deleted first: kopf re-adds a
+    # finalizer removed from a live object, but no finalizer can be added to one being deleted.
+    kubectl("delete", "sbx", "--all", "-n", name, "--wait=false", check=False)
     listing = kubectl("get", "sbx", "-n", name, "-o", "name", check=False).stdout.split()
     for item in listing:
         kubectl("patch", "-n", name, item, "--type=merge", "-p", '{"metadata":{"finalizers":null}}', check=False)
