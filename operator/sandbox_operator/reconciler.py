@@ -188,6 +188,7 @@ async def finish(
             refused = True
             result = outcomes.failure_status("error_setup", _refused_reason(error, result))
             status = terminal_status(result, finished, pod_name)
+            execution = None  # the annotation was written: read the new version
     else:
         raise kopf.TemporaryError("the execution kept changing while its result was written", delay=1)
     outcome = result["phase"]
