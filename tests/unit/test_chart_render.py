@@ -244,3 +244,18 @@ def test_uninstall_cleanup_runs_first_as_the_operator_under_its_network_policy(d
     (policy,) = [d for d in find(default_docs, "NetworkPolicy") if d["metadata"]["name"] == "code-sandbox-operator"]
     (expression,) = policy["spec"]["podSelector"]["matchExpressions"]
     assert pod["metadata"]["labels"]["app.kubernetes.io/component"] in expression["values"]
+
+
+def _container_env(docs: list[dict], deployment: str) -> dict[str, str]:
+    (container,) = find(docs, "Deployment", deployment)[0]["spec"]["template"]["spec"]["containers"]
+    return {item["name"]: item["value"] for item in container.get("env", []) if "value" in item}
+
+
+def test_the_rendered_settings_are_accepted_by_the_api_and_the_operator(default_docs):
+    """Helm prints large numbers as floats (6.7108864e+07) unless a template says int64: each component
+    must parse what the chart gives it."""
+    from sandbox_api.config import settings_from_env
+    from sandbox_operator.config import OperatorConfig
+
+    settings_from_env(_container_env(default_docs, "-api"))
+    OperatorConfig.from_env(_container_env(default_docs, "-operator"))
