@@ -1,7 +1,8 @@
-"""Waiting for a process the tests started to serve HTTP."""
+"""Serving helpers for the tests: a free local port, and waiting for a started process to serve HTTP."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -21,3 +22,10 @@ def wait_until_serving(process: subprocess.Popen, url: str, *, what: str, log: C
             pass
         assert time.monotonic() < deadline, f"{what} did not get ready:\n{log()[-3000:]}"
         time.sleep(0.1)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

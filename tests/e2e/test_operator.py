@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.serving import wait_until_serving
+from tests.serving import free_port, wait_until_serving
 
 pytestmark = pytest.mark.e2e
 
@@ -46,12 +45,6 @@ def kubectl(*args: str, input: str | None = None, check: bool = True) -> subproc
 
 def get_json(*args: str) -> dict:
     return json.loads(kubectl("get", *args, "-o", "json").stdout)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class OperatorProcess:

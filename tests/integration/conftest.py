@@ -8,7 +8,6 @@ every contract test unchanged.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -19,7 +18,7 @@ import httpx
 import pytest
 
 from sandbox_api.auth import digest, generate_key
-from tests.serving import wait_until_serving
+from tests.serving import free_port, wait_until_serving
 
 TENANT = "tenant-a"
 OTHER_TENANT = "tenant-b"
@@ -48,12 +47,6 @@ class ApiClient(httpx.Client):
         super().close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _client(base_url: str, key: str | None, cls=httpx.Client) -> httpx.Client:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     return cls(base_url=base_url, headers=headers, timeout=httpx.Timeout(180, connect=10))
@@ -80,7 +73,7 @@ def start_api_server(api_server_env, tmp_path_factory) -> Iterator[Callable[...,
         suffix = uuid.uuid4().hex[:8]
         # In the environment, not a file: a server of another uid cannot read our temporary directory.
         keys = f"{TENANT}-{suffix}:{digest(key)},{OTHER_TENANT}-{suffix}:{digest(other_key)}"
-        port = _free_port()
+        port = free_port()
         env = {**os.environ, **api_server_env, "SANDBOX_API_KEYS": keys}
         env.update({f"SANDBOX_{name.upper()}": str(value) for name, value in settings.items()})
         command = [sys.executable, "-m", "sandbox_api", "--host", "127.0.0.1", "--port", str(port)]

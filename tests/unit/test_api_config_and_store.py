@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -35,8 +36,11 @@ def test_flags_override_the_environment(monkeypatch):
 
 
 def test_the_readme_table_lists_every_setting():
+    """The README's API configuration table is exactly the one the settings generate."""
     table = markdown_table()
     assert "`SANDBOX_MAX_BODY_BYTES`" in table and "`--insecure-no-auth`" in table
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert table in readme, "README.md's configuration table is out of date: paste sandbox_api.config.markdown_table()"
 
 
 def _state(execution_id: str, status: str) -> ExecutionResult:
