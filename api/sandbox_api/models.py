@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from sandbox_runner import is_printable_name
+
 ExecutionStatus = Literal["pending", "running", "completed", "error_runtime", "timeout", "error_setup"]
 TERMINAL_STATUSES = frozenset({"completed", "error_runtime", "timeout", "error_setup"})
 EXECUTION_ID_PATTERN = r"^exec-[0-9a-f]{20}$"
-# C0 controls, DEL and C1 controls: a name with one could rewrite a terminal or a log line.
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def is_safe_output_name(name: str) -> bool:
-    """No control character, and valid Unicode (names that were not UTF-8 arrive as lone surrogates)."""
-    if CONTROL_CHARACTERS.search(name):
-        return False
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 class StrictModel(BaseModel):
@@ -94,7 +82,7 @@ class ExecutionResult(StrictModel):
     @model_validator(mode="after")
     def _drop_unsafe_output_names(self) -> ExecutionResult:
         """Output files whose names are unsafe to show are never returned: dropped, and flagged."""
-        safe = {name: value for name, value in self.output_files.items() if is_safe_output_name(name)}
+        safe = {name: value for name, value in self.output_files.items() if is_printable_name(name)}
         if len(safe) != len(self.output_files):
             self.output_files = safe
             self.output_files_truncated = True

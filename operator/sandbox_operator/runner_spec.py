@@ -10,11 +10,11 @@ from __future__ import annotations
 import base64
 import binascii
 import posixpath
-import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 from sandbox_operator.catalogue import Language
+from sandbox_runner import CONTROL_CHARACTERS
 
 # Where the program runs inside the sandbox (bubblewrap mount point, or the pod's emptyDir).
 DEFAULT_WORKDIR = "/sandbox/work"
@@ -23,8 +23,6 @@ ENCODINGS = ("utf-8", "base64")
 MAX_PATH_CHARS = 255
 # A path component is at most this many bytes on every Linux filesystem (NAME_MAX).
 MAX_COMPONENT_BYTES = 255
-# C0 controls, DEL, C1 controls, and the backslash (a separator elsewhere).
-UNSAFE_PATH_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
 MAX_PATH_DEPTH = 8
 MAX_INPUT_FILES = 32
 
@@ -94,7 +92,7 @@ def validate_file_path(path: str) -> str:
     shown = repr(path[:80])
     if len(path) > MAX_PATH_CHARS:
         raise InvalidSpecError(f"file name {shown}... is longer than {MAX_PATH_CHARS} characters")
-    if UNSAFE_PATH_CHARACTERS.search(path):
+    if path.translate(CONTROL_CHARACTERS) != path or "\\" in path:  # a backslash: a separator elsewhere
         raise InvalidSpecError(f"file name {shown} contains a control character or a backslash")
     if path.startswith("/"):
         raise InvalidSpecError(f"file name {shown} must be relative, not absolute")
