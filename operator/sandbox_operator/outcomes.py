@@ -5,11 +5,10 @@ of every other way a Job or pod can stop (pure functions over plain status dicts
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from sandbox_operator import contract
-from sandbox_runner import ResultLineError, read_result
+from sandbox_runner import ResultLineError, longest_prefix, read_result
 
 # The most a status may take, both as the API server stores it and as this operator sends it: well
 # under etcd's request limit (1.5 MiB by default, for the whole object), leaving room for the spec.
@@ -114,18 +113,6 @@ def sent_size(value: object) -> int:
     return len(json.dumps(value))
 
 
-def _longest_prefix(text: str, fits: Callable[[str], bool]) -> str:
-    """The longest prefix of `text` for which `fits` holds (it holds for the empty string)."""
-    low, high = 0, len(text)
-    while low < high:
-        middle = (low + high + 1) // 2
-        if fits(text[:middle]):
-            low = middle
-        else:
-            high = middle - 1
-    return text[:low]
-
-
 def fit_status(status: dict, budget: int = STATUS_BUDGET_BYTES) -> dict:
     """`status` within `budget` as stored and as sent: output files dropped largest first, then the
     larger of stdout and stderr shortened, then the other, each flagged as truncated.
@@ -146,7 +133,7 @@ def fit_status(status: dict, budget: int = STATUS_BUDGET_BYTES) -> dict:
         rest = {**status, field: ""}
         stored_room = budget - stored_size(rest) + stored_size("")
         sent_room = budget - sent_size(rest) + sent_size("")
-        status[field] = _longest_prefix(
+        status[field] = longest_prefix(
             status[field], lambda text: stored_size(text) <= stored_room and sent_size(text) <= sent_room
         )
         status[f"{field}Truncated"] = True

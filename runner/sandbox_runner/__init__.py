@@ -11,7 +11,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from sandbox_runner.runner import CONTROL_CHARACTERS, RESULT_MARKER, is_printable_name
+from sandbox_runner.runner import CONTROL_CHARACTERS, RESULT_MARKER, is_printable_name, longest_prefix
 
 RUNNER_PATH = Path(__file__).with_name("runner.py")
 # How the runner is started: isolated from PYTHON* variables and the user's site, and no site

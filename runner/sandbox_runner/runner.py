@@ -723,12 +723,14 @@ def classify(result: dict, wait_status: int, timed_out: bool, timeout: float,
         result["status"], result["reason"] = "error_runtime", f"exited with code {result['exit_code']}"
 
 
-def _shorten(text: str, max_json_bytes: int) -> str:
-    """The longest prefix of text whose JSON string form fits in max_json_bytes."""
+def longest_prefix(text: str, fits: object) -> str:
+    """The longest prefix of `text` for which `fits(prefix)` holds (it must hold for the empty string).
+
+    A binary search: `fits` must hold for every prefix shorter than one for which it holds."""
     low, high = 0, len(text)
     while low < high:
         middle = (low + high + 1) // 2
-        if len(quote_json(text[:middle])) <= max_json_bytes:
+        if fits(text[:middle]):
             low = middle
         else:
             high = middle - 1
@@ -752,7 +754,8 @@ def serialise_within(result: dict, budget: int) -> str:
             return document
         result[stream + "_truncated"] = True
         excess = len(to_json(result)) - budget
-        result[stream] = _shorten(result[stream], max(2, len(quote_json(result[stream])) - excess))
+        room = max(2, len(quote_json(result[stream])) - excess)
+        result[stream] = longest_prefix(result[stream], lambda prefix: len(quote_json(prefix)) <= room)
         document = to_json(result)
     if len(document) > budget:  # only a reason longer than MIN_RESULT_BYTES could get here
         result["reason"] = result["reason"][:200]
