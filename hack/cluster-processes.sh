@@ -19,7 +19,14 @@ start_component() {
   # exec keeps the pid: subshell -> ip netns exec -> setsid -> the daemon are one process. The daemon
   # must not inherit fd 9, hack/cluster.sh's lock.
   (exec "${prefix[@]}" setsid "$@") >>"$LOGS/$name.log" 2>&1 </dev/null 9>&- &
-  echo $! >"$RUN_DIR/$name.pid"
+  local pid=$!
+  echo "$pid" >"$RUN_DIR/$name.pid"
+  # Until the exec chain reaches the daemon, /proc shows the subshell's command line, which
+  # component_running would take for a dead component: wait (1 s at most) for the daemon's own.
+  local tries=0
+  while ! component_running "$name" && kill -0 "$pid" 2>/dev/null && [ $((tries += 1)) -le 50 ]; do
+    sleep 0.02
+  done
 }
 
 # A pid file alone is not trusted: the process must exist and be the component's program.

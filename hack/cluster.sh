@@ -61,6 +61,11 @@ create_control_plane_network() {
   fi
 }
 
+etcd_healthy() {
+  ip netns exec "$CONTROL_PLANE_NETNS" python3 -c 'import json, sys, urllib.request
+sys.exit(json.load(urllib.request.urlopen("http://127.0.0.1:2379/health", timeout=2)).get("health") != "true")' 2>/dev/null
+}
+
 # Privileged pods are allowed cluster-wide, as on a real cluster: Pod Security admission decides per
 # namespace (sandbox namespaces enforce `restricted`).
 start_control_plane() {
@@ -69,6 +74,9 @@ start_control_plane() {
     --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
     --initial-cluster sandbox=http://127.0.0.1:2380 --log-level warn \
     --unsafe-no-fsync # a disposable development cluster: speed over crash durability
+  # etcd replays its log before it serves (tens of seconds once large results were stored), and the
+  # apiserver gives up on its storage after 20 s: start it once etcd says it is healthy.
+  wait_for "etcd healthy" 180 etcd etcd_healthy
   start_component kube-apiserver netns "$KUBERNETES_BIN/kube-apiserver" \
     --advertise-address "$APISERVER_IP" --secure-port 6443 --etcd-servers http://127.0.0.1:2379 \
     --service-cluster-ip-range "$SERVICE_CIDR" --authorization-mode Node,RBAC \
