@@ -1,101 +1,73 @@
-"""The operator's configuration, read once from the environment (the chart sets these variables)."""
+"""The operator's configuration, read once from the environment (the chart sets these variables) by the
+parser the API uses too (`sandbox_contract.settings`)."""
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from sandbox_operator.runner_spec import ExecutionLimits
+from sandbox_contract.request import ExecutionLimits
+from sandbox_contract.settings import SettingError, check, comma_list, group, read_settings, setting
+from sandbox_contract.settings import markdown_table as settings_table
+
+# The name the operator's callers catch: a variable holds a value the operator cannot use.
+ConfigError = SettingError
 
 
-class ConfigError(ValueError):
-    """An environment variable holds a value the operator cannot use; the message names it."""
+def _namespaces(text: str) -> tuple[str, ...]:
+    names = comma_list(text)
+    return () if names == ("*",) else names
 
 
 @dataclass(frozen=True)
 class OperatorConfig:
     """What the operator watches and how it shapes every sandbox pod."""
 
-    # Namespaces to watch; empty means all namespaces.
-    namespaces: tuple[str, ...] = ()
-    # A pod not running after this long ends `error_setup` (missing image, unschedulable, ...).
-    setup_deadline_seconds: int = 120
-    # Memory for the runner itself on top of what the program was granted.
-    runner_memory_headroom_mb: int = 64
-    cpu_limit: str = "1"
-    cpu_request: str = "100m"
-    work_dir_size_mb: int = 64
-    tmp_size_mb: int = 16
-    image_pull_policy: str = "IfNotPresent"
-    runtime_class_name: str | None = None
-    node_selector: dict[str, str] = field(default_factory=dict)
-    tolerations: list[dict] = field(default_factory=list)
-    # Code starts only once the pod's network is cut off (NetworkPolicy enforced); 0 skips the check.
-    isolation_wait_seconds: int = 30
-    # A Job the operator failed to delete is removed by Kubernetes after this long anyway.
-    job_ttl_seconds: int = 600
-    limits: ExecutionLimits = field(default_factory=ExecutionLimits)
-    metrics_port: int = 9090
-    # kopf peering object shared by replicas; None runs standalone (a single replica).
-    peering_name: str | None = None
-    # Replicas need distinct priorities: the highest acts, the others wait (kopf peering).
-    priority: int | None = None
+    namespaces: tuple[str, ...] = setting(
+        (), "namespaces to watch, comma-separated, globs allowed (`team-*`); `*` or unset: all",
+        shown="all", parse=_namespaces,
+    )
+    setup_deadline_seconds: int = setting(
+        120, "a pod not running by then ends `error_setup` (missing image, unschedulable)")
+    runner_memory_headroom_mb: int = setting(
+        64, "memory limit = requested + this (for the runner itself) + the work dir and `/tmp` sizes (tmpfs)",
+        env="SANDBOX_RUNNER_HEADROOM_MB",
+    )
+    cpu_limit: str = setting("1", "CPU limit of a sandbox pod")
+    cpu_request: str = setting("100m", "CPU request of a sandbox pod")
+    work_dir_size_mb: int = setting(64, "size of the memory-backed work dir")
+    tmp_size_mb: int = setting(16, "size of the memory-backed `/tmp`")
+    image_pull_policy: str = setting("IfNotPresent", "pull policy of the sandbox pods' images")
+    runtime_class_name: str | None = setting(None, "RuntimeClass of sandbox pods, e.g. `gvisor`",
+                                             env="SANDBOX_RUNTIME_CLASS")
+    node_selector: dict[str, str] = setting(help="nodeSelector of sandbox pods, a JSON object", factory=dict)
+    tolerations: list[dict] = setting(help="tolerations of sandbox pods, a JSON array", factory=list)
+    isolation_wait_seconds: int = setting(
+        30, "code starts only once the pod's network is shown cut off (NetworkPolicy enforced); "
+        "not shown after this long -> `error_setup` (0 disables the check)",
+    )
+    job_ttl_seconds: int = setting(600, "a Job the operator failed to delete is removed by Kubernetes after this long")
+    # In the cluster the kubelet's pod PID limit bounds processes, not SANDBOX_MAX_PROCESSES.
+    limits: ExecutionLimits = group(ExecutionLimits, without={"max_processes"})
+    metrics_port: int = setting(9090, "port of the Prometheus metrics (0: none)", maximum=65535)
+    peering_name: str | None = setting(
+        None, "kopf peering object shared by replicas; only the one with the highest priority acts",
+        env="SANDBOX_PEERING", shown="unset (standalone)",
+    )
+    priority: int | None = setting(None, "this replica's peering priority; replicas need distinct ones",
+                                   shown="random")
+    languages_file: str = setting("", "language catalogue replacing the shipped one")
+
+    def __post_init__(self) -> None:
+        check(self)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> OperatorConfig:
         """The configuration from SANDBOX_* variables; unset ones keep their defaults."""
-        defaults = cls()
-        base_limits = ExecutionLimits()
-        namespaces = tuple(part.strip() for part in env.get("SANDBOX_NAMESPACES", "").split(",") if part.strip())
-        return cls(
-            namespaces=() if namespaces == ("*",) else namespaces,
-            setup_deadline_seconds=_int(env, "SANDBOX_SETUP_DEADLINE_SECONDS", defaults.setup_deadline_seconds),
-            runner_memory_headroom_mb=_int(env, "SANDBOX_RUNNER_HEADROOM_MB", defaults.runner_memory_headroom_mb),
-            cpu_limit=env.get("SANDBOX_CPU_LIMIT", defaults.cpu_limit),
-            cpu_request=env.get("SANDBOX_CPU_REQUEST", defaults.cpu_request),
-            work_dir_size_mb=_int(env, "SANDBOX_WORK_DIR_SIZE_MB", defaults.work_dir_size_mb),
-            tmp_size_mb=_int(env, "SANDBOX_TMP_SIZE_MB", defaults.tmp_size_mb),
-            image_pull_policy=env.get("SANDBOX_IMAGE_PULL_POLICY", defaults.image_pull_policy),
-            runtime_class_name=env.get("SANDBOX_RUNTIME_CLASS") or None,
-            node_selector=_json(env, "SANDBOX_NODE_SELECTOR", {}, dict),
-            tolerations=_json(env, "SANDBOX_TOLERATIONS", [], list),
-            job_ttl_seconds=_int(env, "SANDBOX_JOB_TTL_SECONDS", defaults.job_ttl_seconds),
-            isolation_wait_seconds=_int(env, "SANDBOX_ISOLATION_WAIT_SECONDS", defaults.isolation_wait_seconds),
-            limits=ExecutionLimits(
-                default_timeout_seconds=_int(env, "SANDBOX_DEFAULT_TIMEOUT_SECONDS", base_limits.default_timeout_seconds),
-                max_timeout_seconds=_int(env, "SANDBOX_MAX_TIMEOUT_SECONDS", base_limits.max_timeout_seconds),
-                default_memory_mb=_int(env, "SANDBOX_DEFAULT_MEMORY_MB", base_limits.default_memory_mb),
-                max_memory_mb=_int(env, "SANDBOX_MAX_MEMORY_MB", base_limits.max_memory_mb),
-            ),
-            metrics_port=_int(env, "SANDBOX_METRICS_PORT", defaults.metrics_port),
-            peering_name=env.get("SANDBOX_PEERING") or None,
-            priority=_int(env, "SANDBOX_PRIORITY", None) if env.get("SANDBOX_PRIORITY") else None,
-        )
+        return read_settings(cls, env)
 
 
-def _int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-    if value < 0:
-        raise ConfigError(f"{name} must not be negative, got {value}")
-    return value
-
-
-def _json(env: Mapping[str, str], name: str, default, kind: type):
-    raw = env.get(name)
-    if not raw:
-        return default
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as error:
-        raise ConfigError(f"{name} must be JSON: {error}") from None
-    if not isinstance(value, kind):
-        raise ConfigError(f"{name} must be a JSON {'object' if kind is dict else 'array'}")
-    return value
+def markdown_table() -> str:
+    """The operator's configuration table for the README."""
+    return settings_table(OperatorConfig)

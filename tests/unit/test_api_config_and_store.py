@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from pathlib import Path
 
 import pytest
 
 from sandbox_api.backends.bubblewrap import parse_result
-from sandbox_api.config import add_arguments, markdown_table, settings_from_args, settings_from_env
+from sandbox_api.config import add_arguments, settings_from_args, settings_from_env
 from sandbox_api.models import ExecutionResult
 from sandbox_api.store import ExecutionStore, result_size
 
@@ -35,12 +34,12 @@ def test_flags_override_the_environment(monkeypatch):
     assert settings_from_args(parser.parse_args([])).port == 9001
 
 
-def test_the_readme_table_lists_every_setting():
-    """The README's API configuration table is exactly the one the settings generate."""
-    table = markdown_table()
-    assert "`SANDBOX_MAX_BODY_BYTES`" in table and "`--insecure-no-auth`" in table
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert table in readme, "README.md's configuration table is out of date: paste sandbox_api.config.markdown_table()"
+def test_the_limits_keep_their_flags(monkeypatch):
+    monkeypatch.setenv("SANDBOX_MAX_TIMEOUT_SECONDS", "120")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    limits = settings_from_args(parser.parse_args(["--default-timeout-seconds", "90", "--max-processes", "7"])).limits()
+    assert (limits.default_timeout_seconds, limits.max_timeout_seconds, limits.max_processes) == (90, 120, 7)
 
 
 def _state(execution_id: str, status: str) -> ExecutionResult:
@@ -105,7 +104,8 @@ def test_result_line_is_the_last_marked_line():
 
 @pytest.mark.parametrize("environment,fragment", [
     ({"SANDBOX_RATE_PER_MINUTE": "0"}, "SANDBOX_RATE_PER_MINUTE must be at least 1"),
-    ({"SANDBOX_DEFAULT_TIMEOUT_SECONDS": "90"}, "must not exceed SANDBOX_MAX_TIMEOUT_SECONDS"),
+    ({"SANDBOX_KEY_SHARE_PERCENT": "101"}, "SANDBOX_KEY_SHARE_PERCENT must be at most 100"),
+    ({"SANDBOX_PORT": "65536"}, "SANDBOX_PORT must be at most 65535"),
 ])
 def test_inconsistent_settings_are_refused(environment, fragment):
     with pytest.raises(ValueError, match=fragment):
