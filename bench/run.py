@@ -29,8 +29,9 @@ import httpx
 
 from sandbox_api.auth import digest, generate_key
 from sandbox_api.backends.bubblewrap import DataFds, bwrap_argv, prepare_host
-from sandbox_operator.catalogue import load_catalogue
-from sandbox_operator.runner_spec import build_runner_spec, sandbox_environment
+from sandbox_contract.catalogue import load_catalogue
+from sandbox_contract.request import ExecutionLimits, resolve_request
+from sandbox_contract.runner_spec import build_runner_spec, sandbox_environment
 
 HELLO = {
     "python": ("print('hello')", "main.py", ["/usr/bin/python3"]),
@@ -84,9 +85,9 @@ def sandbox_breakdown(samples: int) -> list[tuple[str, list[float]]]:
         argv = runner(fds)
         return argv[: argv.index("--")] + ["--", "true"]
 
-    python = load_catalogue().find("python")
-    spec = build_runner_spec(language=python, code="print('hello')", stdin=None, files=[], timeout_seconds=10,
-                             max_memory_mb=256)
+    request = resolve_request(catalogue=load_catalogue(), limits=ExecutionLimits(), language="python",
+                              code="print('hello')", stdin=None, files=[], timeout_seconds=10, max_memory_mb=256)
+    spec = build_runner_spec(request)
     spec_true = {**spec, "command": ["true"]}
     return [
         ("bubblewrap running `true`", timed_ms(bare_bwrap, samples)),

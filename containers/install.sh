@@ -17,7 +17,7 @@ case ${1:-} in
     work=$(mktemp -d)
     trap 'rm -rf "$work"' EXIT
     mkdir "$work/source"
-    for part in pyproject.toml README.md api operator runner; do
+    for part in pyproject.toml README.md api contract kube operator runner; do
       [ ! -e "$2/$part" ] || cp -r "$2/$part" "$work/source/"
     done
     find "$work/source" -name __pycache__ -prune -exec rm -rf {} +

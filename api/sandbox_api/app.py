@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,12 +15,11 @@ from sandbox_api.backends.base import Backend
 from sandbox_api.config import Settings
 from sandbox_api.errors import install_error_handlers
 from sandbox_api.guard import RequestGuard
-from sandbox_api.limits import Admission, RateLimiter
 from sandbox_api.metrics import Metrics
 from sandbox_api.routers import executions, health, languages
-from sandbox_api.shared_limits import SharedLimits
+from sandbox_api.service import ExecutionService
 from sandbox_api.state import AppState
-from sandbox_operator.catalogue import load_catalogue
+from sandbox_contract.catalogue import load_catalogue
 
 log = logging.getLogger(__name__)
 KNOWN_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
@@ -59,33 +57,26 @@ def create_app(settings: Settings, *, keys: KeyRing, backend: Backend | None = N
     catalogue = load_catalogue(settings.languages_file or None)
     metrics = Metrics()
     backend = backend or create_backend(settings, catalogue)
+    limits = backend.create_limits(settings)
     state = AppState(
         settings=settings,
         catalogue=catalogue,
         backend=backend,
         keys=keys,
-        rate=RateLimiter(per_minute=settings.rate_per_minute, burst=settings.rate_burst),
-        admission=Admission(per_tenant=settings.max_concurrent_per_key, total=settings.max_in_flight,
-                            share_percent=settings.key_share_percent),
+        limits=limits,
         metrics=metrics,
-        shared_limits=SharedLimits(
-            namespace=settings.kubernetes_namespace, per_minute=settings.rate_per_minute,
-            burst=settings.rate_burst, per_tenant=settings.max_concurrent_per_key,
-            retained_bytes=settings.max_retained_bytes_per_key,
-        ) if backend.name == "kubernetes" else None,
+        service=ExecutionService(
+            catalogue=catalogue, limits=settings.limits(), backend=backend, key_limits=limits, metrics=metrics
+        ),
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await state.backend.start()
-        if state.shared_limits is not None:
-            await state.shared_limits.start()
+        await state.limits.start()
         yield
-        for watcher in list(state.watchers):
-            watcher.cancel()
-        await asyncio.gather(*state.watchers, return_exceptions=True)
-        if state.shared_limits is not None:
-            await state.shared_limits.stop()
+        await state.service.stop()
+        await state.limits.stop()
         await state.backend.stop()
 
     app = FastAPI(

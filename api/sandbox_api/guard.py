@@ -20,8 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sandbox_api.auth import ANONYMOUS_TENANT
 from sandbox_api.errors import error_response
-from sandbox_api.limits import LimitExceeded
-from sandbox_api.shared_limits import SharedLimitsError
+from sandbox_api.limits import LimitExceeded, LimitsUnavailable
 from sandbox_api.state import TENANT_SCOPE_KEY, AppState
 
 # Paths that need a key; health, metrics and the OpenAPI document do not.
@@ -96,13 +95,10 @@ class RequestGuard:
             if tenant is None:
                 return error_response(401, "invalid API key", UNAUTHENTICATED)
         try:
-            if state.shared_limits is None:
-                state.rate.check(tenant)
-            else:
-                await state.shared_limits.check_rate(tenant)
+            await state.limits.check_rate(tenant)
         except LimitExceeded as error:
             return error_response(429, str(error), {"Retry-After": str(error.retry_after_s)})
-        except SharedLimitsError as error:
+        except LimitsUnavailable as error:
             return error_response(503, f"the rate limit cannot be checked: {error}")
         scope.setdefault("state", {})[TENANT_SCOPE_KEY] = tenant
         return None

@@ -1,4 +1,9 @@
-"""Per-key request rate (token bucket), per-key and global caps on unfinished executions."""
+"""Per-key request rate (token bucket), per-key and global caps on unfinished executions.
+
+`Limits` is what the guard and the execution service ask; `InMemoryLimits` keeps the counts in this
+process, sandbox_api.shared_limits.SharedLimits in the cluster, shared by every replica. A backend
+says which it needs (Backend.create_limits).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,13 @@ import asyncio
 import itertools
 import math
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+
+from sandbox_api.config import Settings
 
 
 class LimitExceeded(Exception):
@@ -18,6 +26,49 @@ class LimitExceeded(Exception):
     def __init__(self, message: str, retry_after_s: int):
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class LimitsUnavailable(RuntimeError):
+    """The limits cannot be checked right now: answered 503 rather than admit unchecked."""
+
+
+class Limits(ABC):
+    """A key's request rate and its unfinished executions, checked before work is taken."""
+
+    async def start(self) -> None:
+        """Connect to wherever the counts are kept; called once before serving."""
+
+    async def stop(self) -> None:
+        """Release what start took."""
+
+    @abstractmethod
+    async def check_rate(self, tenant: str) -> None:
+        """Take a token for one request: LimitExceeded when the key has none, LimitsUnavailable."""
+
+    @abstractmethod
+    async def admit(self, tenant: str, execution_id: str) -> None:
+        """Count the execution as unfinished: LimitExceeded at a cap, LimitsUnavailable."""
+
+    @abstractmethod
+    def release(self, tenant: str) -> None:
+        """One of the key's admitted executions has ended (or was never started)."""
+
+
+class InMemoryLimits(Limits):
+    """Rate and caps counted in this process: right for a single replica (the local backend)."""
+
+    def __init__(self, settings: Settings):
+        self.rate = RateLimiter(per_minute=settings.rate_per_minute, burst=settings.rate_burst)
+        self.admission = Admission.for_settings(settings)
+
+    async def check_rate(self, tenant: str) -> None:
+        self.rate.check(tenant)
+
+    async def admit(self, tenant: str, execution_id: str) -> None:
+        self.admission.admit(tenant)
+
+    def release(self, tenant: str) -> None:
+        self.admission.release(tenant)
 
 
 @dataclass
@@ -68,6 +119,11 @@ class Admission:
         self.share = max(1, total * share_percent // 100)
         self._by_tenant: dict[str, int] = {}
         self.in_flight = 0
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Admission:
+        return cls(per_tenant=settings.max_concurrent_per_key, total=settings.max_in_flight,
+                   share_percent=settings.key_share_percent)
 
     def admit(self, tenant: str) -> None:
         held = self._by_tenant.get(tenant, 0)

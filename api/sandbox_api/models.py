@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from sandbox_contract.result import Phase, Result
 from sandbox_runner import is_printable_name
 
-ExecutionStatus = Literal["pending", "running", "completed", "error_runtime", "timeout", "error_setup"]
-TERMINAL_STATUSES = frozenset({"completed", "error_runtime", "timeout", "error_setup"})
 EXECUTION_ID_PATTERN = r"^exec-[0-9a-f]{20}$"
 
 
@@ -60,12 +59,19 @@ class ExecuteRequest(StrictModel):
     wait: bool = Field(True, description="Wait for the result (200); false returns 202 with the id at once.")
 
 
+class AppliedLimits(StrictModel):
+    """The limits the execution runs under: the request's, or the server's defaults."""
+
+    timeout_seconds: int
+    max_memory_mb: int
+
+
 class ExecutionResult(StrictModel):
-    """The state or outcome of one execution."""
+    """The state or outcome of one execution; its fields are sandbox_contract.result.Result's."""
 
     execution_id: str = Field(pattern=EXECUTION_ID_PATTERN, examples=["exec-3f2a9c0b1d2e3f405162"])
     language: str
-    status: ExecutionStatus
+    status: Phase
     reason: str | None = Field(None, description="Why the execution did not complete, in words.")
     stdout: str = ""
     stderr: str = ""
@@ -78,6 +84,7 @@ class ExecutionResult(StrictModel):
     stdout_truncated: bool = False
     stderr_truncated: bool = False
     output_files_truncated: bool = False
+    limits: AppliedLimits | None = Field(None, description="The limits applied; null until the execution is taken up.")
 
     @model_validator(mode="after")
     def _drop_unsafe_output_names(self) -> ExecutionResult:
@@ -90,20 +97,19 @@ class ExecutionResult(StrictModel):
 
     @property
     def finished(self) -> bool:
-        return self.status in TERMINAL_STATUSES
+        return self.status.finished
 
     @classmethod
-    def from_runner_result(cls, *, execution_id: str, language: str, document: dict[str, Any]) -> ExecutionResult:
-        """The API's result from the runner's result document (docs/runner-protocol.md)."""
-        fields = {name: document[name] for name in cls.model_fields if name in document}
-        return cls(**fields, execution_id=execution_id, language=language)
+    def of(cls, result: Result, *, execution_id: str, language: str) -> ExecutionResult:
+        """The API's answer for a result, whichever backend produced it."""
+        return cls(**result.to_document(), execution_id=execution_id, language=language)
 
 
 class ExecutionAccepted(StrictModel):
     """An execution accepted without waiting; poll GET /api/sandbox/executions/{id}."""
 
     execution_id: str = Field(pattern=EXECUTION_ID_PATTERN)
-    status: ExecutionStatus
+    status: Phase
 
 
 class LanguageInfo(StrictModel):

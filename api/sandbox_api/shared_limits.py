@@ -30,15 +30,17 @@ from dataclasses import dataclass, field
 
 from kubernetes.aio import client
 
-from sandbox_api.limits import LimitExceeded, TokenBucket
-from sandbox_operator import contract
-from sandbox_operator.kube import connect
+from sandbox_api.config import Settings
+from sandbox_api.limits import Admission, LimitExceeded, Limits, LimitsUnavailable, TokenBucket
+from sandbox_contract import crd
+from sandbox_contract.result import TERMINAL_PHASES
+from sandbox_kube import connect, tolerating
 
-ANNOTATION_TOKENS = f"{contract.GROUP}/rate-tokens"
-ANNOTATION_UPDATED = f"{contract.GROUP}/rate-updated"
-ANNOTATION_ADMITTED = f"{contract.GROUP}/admitted"
+ANNOTATION_TOKENS = f"{crd.GROUP}/rate-tokens"
+ANNOTATION_UPDATED = f"{crd.GROUP}/rate-updated"
+ANNOTATION_ADMITTED = f"{crd.GROUP}/admitted"
 # The stored size of an execution's spec, written by the API when it creates the execution.
-ANNOTATION_SPEC_BYTES = f"{contract.GROUP}/spec-bytes"
+ANNOTATION_SPEC_BYTES = f"{crd.GROUP}/spec-bytes"
 # What an execution costs beyond its spec and result: metadata, managed fields, conditions.
 OBJECT_OVERHEAD_BYTES = 4096
 TABLE = "application/json;as=Table;g=meta.k8s.io;v=v1"
@@ -54,10 +56,6 @@ MAX_ATTEMPTS = 20
 log = logging.getLogger(__name__)
 
 
-class SharedLimitsError(RuntimeError):
-    """The cluster could not be asked; the caller answers 503 rather than admit unchecked."""
-
-
 @dataclass(frozen=True)
 class Listed:
     """One SandboxExecution as a body-less list shows it."""
@@ -69,7 +67,7 @@ class Listed:
 
     @property
     def finished(self) -> bool:
-        return self.phase in contract.TERMINAL_PHASES
+        return self.phase in TERMINAL_PHASES
 
 
 def _annotated_bytes(annotations: dict[str, str], name: str) -> int:
@@ -84,12 +82,12 @@ async def list_executions(api: client.ApiClient, namespace: str, label_selector:
     token = None
     while True:
         page = await objects.list_namespaced_custom_object(
-            contract.GROUP, contract.VERSION, namespace, contract.PLURAL, label_selector=label_selector,
+            crd.GROUP, crd.VERSION, namespace, crd.PLURAL, label_selector=label_selector,
             limit=PAGE_SIZE, _continue=token, _headers={"Accept": TABLE},
         )
         columns = [column["name"] for column in page.get("columnDefinitions") or []]
         if "Phase" not in columns:
-            raise SharedLimitsError(f"the {contract.PLURAL} CRD has no Phase printer column (columns: {columns})")
+            raise LimitsUnavailable(f"the {crd.PLURAL} CRD has no Phase printer column (columns: {columns})")
         phase = columns.index("Phase")
         for row in page.get("rows") or []:
             metadata = row["object"]["metadata"]
@@ -99,7 +97,7 @@ async def list_executions(api: client.ApiClient, namespace: str, label_selector:
                 phase=row["cells"][phase],
                 created=metadata.get("creationTimestamp", ""),
                 stored_bytes=OBJECT_OVERHEAD_BYTES + _annotated_bytes(annotations, ANNOTATION_SPEC_BYTES)
-                + _annotated_bytes(annotations, contract.ANNOTATION_RESULT_BYTES),
+                + _annotated_bytes(annotations, crd.ANNOTATION_RESULT_BYTES),
             ))
         token = page["metadata"].get("continue")
         if not token:
@@ -175,18 +173,20 @@ def admit_execution(
 
 
 def lease_name(tenant: str) -> str:
-    return LEASE_PREFIX + contract.tenant_label_value(tenant)
+    return LEASE_PREFIX + crd.tenant_label_value(tenant)
 
 
-class SharedLimits:
-    """Rate and concurrency per tenant, shared through the cluster by all replicas."""
+class SharedLimits(Limits):
+    """Rate and concurrency per tenant, shared through the cluster by all replicas; this replica's
+    own capacity (its in-flight total, and one key's share of it) is counted in memory."""
 
-    def __init__(self, *, namespace: str, per_minute: int, burst: int, per_tenant: int, retained_bytes: int):
-        self.namespace = namespace
-        self.rate_per_s = per_minute / 60
-        self.burst = max(burst, 1)
-        self.per_tenant = per_tenant
-        self.retained_bytes = retained_bytes
+    def __init__(self, settings: Settings):
+        self.namespace = settings.kubernetes_namespace
+        self.rate_per_s = settings.rate_per_minute / 60
+        self.burst = max(settings.rate_burst, 1)
+        self.per_tenant = settings.max_concurrent_per_key
+        self.retained_bytes = settings.max_retained_bytes_per_key
+        self.admission = Admission.for_settings(settings)
         self._api: client.ApiClient | None = None
         self._turns: dict[str, asyncio.Lock] = {}
 
@@ -207,11 +207,22 @@ class SharedLimits:
 
         await self._update(tenant, decide, list_unfinished=False)
 
-    async def admit(self, tenant: str, execution_id: str) -> None:
-        """Count the execution against the tenant; LimitExceeded (429) at the concurrency limit.
+    def release(self, tenant: str) -> None:
+        self.admission.release(tenant)  # the cluster's count falls by itself: the execution finished
 
-        Then delete the tenant's oldest finished executions while its retained bytes are over the budget.
+    async def admit(self, tenant: str, execution_id: str) -> None:
+        """Count the execution against this replica's capacity and the tenant's cluster-wide limit;
+        LimitExceeded (429) at either. Then delete the tenant's oldest finished executions while its
+        retained bytes are over the budget.
         """
+        self.admission.admit(tenant)
+        try:
+            await self._admit_in_cluster(tenant, execution_id)
+        except BaseException:
+            self.admission.release(tenant)
+            raise
+
+    async def _admit_in_cluster(self, tenant: str, execution_id: str) -> None:
         def decide(state: TenantState, now: float, listed: set[str], unfinished: set[str]) -> None:
             if not admit_execution(state, execution_id=execution_id, listed=listed, unfinished=unfinished,
                                    limit=self.per_tenant, now=now):
@@ -223,14 +234,14 @@ class SharedLimits:
         objects = client.CustomObjectsApi(self._api)
         for item in over_budget(listing, budget=self.retained_bytes):
             try:
-                await objects.delete_namespaced_custom_object(
-                    contract.GROUP, contract.VERSION, self.namespace, contract.PLURAL, item.name
-                )
+                with tolerating(404):  # gone already (its TTL, or another replica)
+                    await objects.delete_namespaced_custom_object(
+                        crd.GROUP, crd.VERSION, self.namespace, crd.PLURAL, item.name
+                    )
             except client.ApiException as error:
-                if error.status != 404:  # 404: gone already (its TTL, or another replica)
-                    raise SharedLimitsError(f"the cluster refused to delete {item.name} ({error.status} {error.reason})") from None
+                raise LimitsUnavailable(f"the cluster refused to delete {item.name} ({error.status} {error.reason})") from None
             except OSError as error:
-                raise SharedLimitsError(f"the cluster is unreachable: {error}") from None
+                raise LimitsUnavailable(f"the cluster is unreachable: {error}") from None
             log.info("deleted %s (%d bytes): its tenant is over its retained-bytes budget", item.name, item.stored_bytes)
 
     async def _update(self, tenant: str, decide, *, list_unfinished: bool) -> list[Listed]:
@@ -244,16 +255,13 @@ class SharedLimits:
         name = lease_name(tenant)
         try:
             for _ in range(MAX_ATTEMPTS):
-                try:
+                lease = None
+                with tolerating(404):
                     lease = await leases.read_namespaced_lease(name, self.namespace)
-                except client.ApiException as error:
-                    if error.status != 404:
-                        raise
-                    lease = None
                 # The list is taken after the Lease is read: anything admitted before that read is
                 # either in the Lease or (created since) in the list.
                 listing = (await list_executions(
-                    self._api, self.namespace, f"{contract.LABEL_TENANT}={contract.tenant_label_value(tenant)}"
+                    self._api, self.namespace, f"{crd.LABEL_TENANT}={crd.tenant_label_value(tenant)}"
                 ))[0] if list_unfinished else []
                 now = time.time()
                 annotations = (lease.metadata.annotations or {}) if lease is not None else {}
@@ -263,7 +271,7 @@ class SharedLimits:
                     if lease is None:
                         body = client.V1Lease(metadata=client.V1ObjectMeta(
                             name=name, annotations=state.annotations(),
-                            labels={contract.LABEL_TENANT: contract.tenant_label_value(tenant)}))
+                            labels={crd.LABEL_TENANT: crd.tenant_label_value(tenant)}))
                         await leases.create_namespaced_lease(self.namespace, body)
                     else:
                         lease.metadata.annotations = {**annotations, **state.annotations()}
@@ -274,7 +282,7 @@ class SharedLimits:
                         raise
                 await asyncio.sleep(0)
         except client.ApiException as error:
-            raise SharedLimitsError(f"the cluster refused the limits lease ({error.status} {error.reason})") from None
+            raise LimitsUnavailable(f"the cluster refused the limits lease ({error.status} {error.reason})") from None
         except OSError as error:
-            raise SharedLimitsError(f"the cluster is unreachable: {error}") from None
-        raise SharedLimitsError(f"too many concurrent updates of {name}; retry")
+            raise LimitsUnavailable(f"the cluster is unreachable: {error}") from None
+        raise LimitsUnavailable(f"too many concurrent updates of {name}; retry")

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -12,25 +11,22 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sandbox_api.auth import KeyRing
 from sandbox_api.backends.base import Backend
 from sandbox_api.config import Settings
-from sandbox_api.limits import Admission, RateLimiter
+from sandbox_api.limits import Limits
 from sandbox_api.metrics import Metrics
-from sandbox_api.shared_limits import SharedLimits
-from sandbox_operator.catalogue import Catalogue
+from sandbox_api.service import ExecutionService
+from sandbox_contract.catalogue import Catalogue
 
 
-@dataclass
+@dataclass(frozen=True)
 class AppState:
     settings: Settings
     catalogue: Catalogue
     backend: Backend
     keys: KeyRing
-    rate: RateLimiter
-    admission: Admission
+    # Per-key rate and concurrency: in memory, or in the cluster for every replica (the backend's choice).
+    limits: Limits
     metrics: Metrics
-    # Per-key limits shared by all replicas (kubernetes backend); None: the in-memory ones.
-    shared_limits: SharedLimits | None = None
-    # Tasks that release an execution's admission slot when it finishes.
-    watchers: set[asyncio.Task] = field(default_factory=set)
+    service: ExecutionService
 
 
 def get_state(request: Request) -> AppState:

@@ -7,14 +7,15 @@ from __future__ import annotations
 import json
 from importlib import resources
 
-from sandbox_operator import contract
-from sandbox_operator.catalogue import Language
+import sandbox_runner
+from sandbox_contract import crd
+from sandbox_contract.catalogue import Language
+from sandbox_contract.request import EffectiveLimits
 from sandbox_operator.config import OperatorConfig
 
 RUNNER_DIR = "/sandbox/runner"
 RUNNER_FILE = "runner.py"
 SPEC_FILE = "spec.json"
-GATE_FILE = "isolation_gate.py"
 WORK_DIR = "/sandbox/work"
 SANDBOX_UID = 65532
 CONTAINER_NAME = "sandbox"
@@ -32,17 +33,12 @@ def runner_source() -> str:
     return resources.files("sandbox_runner").joinpath("runner.py").read_text()
 
 
-def gate_source() -> str:
-    """The isolation gate that starts the runner once the pod's network is cut off."""
-    return resources.files("sandbox_operator").joinpath(GATE_FILE).read_text()
-
-
 def child_labels(execution_name: str, language: Language) -> dict[str, str]:
     """Labels on the ConfigMap, the Job and its pod: who manages them and which execution they serve."""
     return {
-        contract.LABEL_MANAGED_BY: contract.MANAGED_BY,
-        contract.LABEL_EXECUTION: execution_name,
-        contract.LABEL_LANGUAGE: contract.label_value(language.name),
+        crd.LABEL_MANAGED_BY: crd.MANAGED_BY,
+        crd.LABEL_EXECUTION: execution_name,
+        crd.LABEL_LANGUAGE: crd.label_value(language.name),
     }
 
 
@@ -54,26 +50,22 @@ def build_configmap_for(
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {
-            "name": contract.child_name(execution_name),
+            "name": crd.child_name(execution_name),
             "labels": child_labels(execution_name, language),
         },
         # Immutable: the kubelet need not watch it, and nobody can swap the code under a running pod.
         "immutable": True,
         "data": {
             RUNNER_FILE: runner,
-            GATE_FILE: gate_source(),
             SPEC_FILE: json.dumps(runner_spec, ensure_ascii=False),
         },
     }
 
 
 def runner_command(config: OperatorConfig) -> list[str]:
-    """The container's command: the runner, behind the isolation gate unless that is switched off."""
-    runner = [f"{RUNNER_DIR}/{RUNNER_FILE}", f"{RUNNER_DIR}/{SPEC_FILE}"]
-    # -I: ignore PYTHON* variables and user site-packages the image might carry.
-    if config.isolation_wait_seconds:
-        return ["python3", "-I", f"{RUNNER_DIR}/{GATE_FILE}", str(config.isolation_wait_seconds), *runner]
-    return ["python3", "-I", *runner]
+    """The container's command: the runner, behind its isolation gate unless that is switched off (0)."""
+    return sandbox_runner.runner_command(f"{RUNNER_DIR}/{RUNNER_FILE}", f"{RUNNER_DIR}/{SPEC_FILE}",
+                                         isolation_wait_seconds=config.isolation_wait_seconds or None)
 
 
 def memory_limit_mb(memory_mb: int, config: OperatorConfig) -> int:
@@ -88,14 +80,13 @@ def build_job_for(
     execution_name: str,
     *,
     language: Language,
-    timeout_seconds: int,
-    memory_mb: int,
+    limits: EffectiveLimits,
     config: OperatorConfig,
 ) -> dict:
     """The Job running one locked-down pod: the runner as entrypoint, no retries, hard limits."""
-    name = contract.child_name(execution_name)
+    name = crd.child_name(execution_name)
     labels = child_labels(execution_name, language)
-    memory_limit = f"{memory_limit_mb(memory_mb, config)}Mi"
+    memory_limit = f"{memory_limit_mb(limits.max_memory_mb, config)}Mi"
     storage_limit = f"{LOG_STORAGE_MB}Mi"
     container = {
         "name": CONTAINER_NAME,
@@ -174,10 +165,10 @@ def build_job_for(
             "backoffLimit": 0,
             "completions": 1,
             "parallelism": 1,
-            "activeDeadlineSeconds": config.setup_deadline_seconds + timeout_seconds + DEADLINE_GRACE_SECONDS,
+            "activeDeadlineSeconds": config.setup_deadline_seconds + limits.timeout_seconds + DEADLINE_GRACE_SECONDS,
             "ttlSecondsAfterFinished": config.job_ttl_seconds,
             "template": {
-                "metadata": {"labels": {**labels, contract.LABEL_SANDBOX: "true"}},
+                "metadata": {"labels": {**labels, crd.LABEL_SANDBOX: "true"}},
                 "spec": pod_spec,
             },
         },
@@ -190,11 +181,11 @@ def build_network_policy() -> dict:
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": {
-            "name": contract.NETWORK_POLICY_NAME,
-            "labels": {contract.LABEL_MANAGED_BY: contract.MANAGED_BY},
+            "name": crd.NETWORK_POLICY_NAME,
+            "labels": {crd.LABEL_MANAGED_BY: crd.MANAGED_BY},
         },
         "spec": {
-            "podSelector": {"matchLabels": {contract.LABEL_SANDBOX: "true"}},
+            "podSelector": {"matchLabels": {crd.LABEL_SANDBOX: "true"}},
             "policyTypes": ["Ingress", "Egress"],
         },
     }

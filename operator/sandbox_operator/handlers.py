@@ -16,10 +16,14 @@ import kopf
 import prometheus_client
 from kubernetes.aio import client
 
-from sandbox_operator import builders, contract, metrics, outcomes
-from sandbox_operator.catalogue import Catalogue, Language, load_catalogue
+from sandbox_contract import crd
+from sandbox_contract.catalogue import load_catalogue
+from sandbox_contract.request import InvalidSpecError
+from sandbox_contract.result import TERMINAL_PHASES, Phase, Result, limits_to_status
+from sandbox_contract.runner_spec import build_runner_spec
+from sandbox_operator import builders, metrics
 from sandbox_operator.config import OperatorConfig
-from sandbox_operator.kube import connect
+from sandbox_kube import connect, tolerating
 from sandbox_operator.reconciler import (
     LIST_PAGE_SIZE,
     RESOURCE,
@@ -31,7 +35,6 @@ from sandbox_operator.reconciler import (
     patch_status,
     reconcile,
 )
-from sandbox_operator.runner_spec import InputFile, InvalidSpecError, build_runner_spec
 
 RECHECK_INTERVAL_SECONDS = 5
 
@@ -50,11 +53,11 @@ class SpecFreeDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
 
 
 def _is_active(status: dict, **_: Any) -> bool:
-    return status.get("phase") in (contract.PHASE_PENDING, contract.PHASE_RUNNING)
+    return status.get("phase") in (Phase.PENDING, Phase.RUNNING)
 
 
 def _is_finished(status: dict, **_: Any) -> bool:
-    return status.get("phase") in contract.TERMINAL_PHASES
+    return status.get("phase") in TERMINAL_PHASES
 
 
 @kopf.on.startup()
@@ -67,15 +70,15 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: lo
     settings.watching.connect_timeout = 30
     # kopf's initial LIST of executions and pods comes in pages of this many objects.
     settings.watching.chunk_size = LIST_PAGE_SIZE
-    settings.persistence.finalizer = f"{contract.GROUP}/operator"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=contract.GROUP)
-    settings.persistence.diffbase_storage = SpecFreeDiffBaseStorage(prefix=contract.GROUP, key="last-handled")
+    settings.persistence.finalizer = f"{crd.GROUP}/operator"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=crd.GROUP)
+    settings.persistence.diffbase_storage = SpecFreeDiffBaseStorage(prefix=crd.GROUP, key="last-handled")
     # Peering pauses every replica but the one with the highest priority; equal ones would all pause.
     settings.peering.priority = config.priority if config.priority is not None else random.randint(1, 2**30)
     # Handler successes every few seconds would flood the Events; the outcome is posted explicitly.
     settings.posting.level = logging.WARNING
     memo.config = config
-    memo.catalogue = load_catalogue()
+    memo.catalogue = load_catalogue(config.languages_file or None)
     memo.api = await connect()
     memo.locks = {}
     memo.active = set()
@@ -92,11 +95,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: lo
 async def _ensure_cluster_peering(api: client.ApiClient, name: str) -> None:
     """kopf never creates its peering object, and without it a mandatory peering never un-pauses."""
     body = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}}
-    try:
+    with tolerating(409):
         await client.CustomObjectsApi(api).create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", body)
-    except client.ApiException as error:
-        if error.status != 409:
-            raise
 
 
 @kopf.on.cleanup()
@@ -104,33 +104,10 @@ async def close_client(memo: kopf.Memo, **_: Any) -> None:
     await memo.api.close()
 
 
-def resolve_spec(spec: dict, config: OperatorConfig, catalogue: Catalogue) -> tuple[Language, int, int, dict]:
-    """(language, timeout, memory, runner spec) for a resource's spec; InvalidSpecError says what is wrong."""
-    language = catalogue.find(spec.get("language", ""))
-    if language is None:
-        raise InvalidSpecError(
-            f"unsupported language {spec.get('language')!r}; available: {', '.join(catalogue.names())}"
-        )
-    timeout, memory = config.limits.resolve(spec.get("timeoutSeconds"), spec.get("maxMemoryMb"))
-    files = [
-        InputFile(path=item["name"], content=item.get("content", ""), encoding=item.get("encoding", "utf-8"))
-        for item in spec.get("files") or []
-    ]
-    runner_spec = build_runner_spec(
-        language=language, code=spec.get("code", ""), stdin=spec.get("stdin"), files=files,
-        timeout_seconds=timeout, max_memory_mb=memory, workdir=builders.WORK_DIR,
-        output_limits=config.limits.output,
-    )
-    return language, timeout, memory, runner_spec
-
-
 async def _create_ignoring_conflict(create, namespace: str, body: dict) -> None:
     """Create an object; one that already exists (a restarted operator's retry) is left as is."""
-    try:
+    with tolerating(409):
         await create(namespace=namespace, body=body)
-    except client.ApiException as error:
-        if error.status != 409:
-            raise
 
 
 @kopf.on.create(*RESOURCE)
@@ -142,10 +119,12 @@ async def start_execution(
     if status.get("phase"):
         return  # started before a restart; the timer takes it from here
     try:
-        language, timeout, memory, runner_spec = resolve_spec(dict(spec), memo.config, memo.catalogue)
+        request = crd.request_from_spec(dict(spec), catalogue=memo.catalogue, limits=memo.config.limits)
+        runner_spec = build_runner_spec(request, workdir=builders.WORK_DIR)
     except InvalidSpecError as error:
-        await finish(memo, namespace, name, None, outcomes.failure_status("error_setup", str(error)), "unknown")
+        await finish(memo, namespace, name, None, Result.failure(Phase.ERROR_SETUP, str(error)), "unknown")
         return
+    language = request.language
     core, batch = client.CoreV1Api(memo.api), client.BatchV1Api(memo.api)
     try:
         # The policy comes first so that no sandbox pod ever runs in the namespace without it.
@@ -156,9 +135,7 @@ async def start_execution(
         configmap = builders.build_configmap_for(
             name, language=language, runner_spec=runner_spec, runner=builders.runner_source()
         )
-        job = builders.build_job_for(
-            name, language=language, timeout_seconds=timeout, memory_mb=memory, config=memo.config
-        )
+        job = builders.build_job_for(name, language=language, limits=request.limits, config=memo.config)
         kopf.adopt([configmap, job], owner=body)
         await _create_ignoring_conflict(core.create_namespaced_config_map, namespace, configmap)
         await _create_ignoring_conflict(batch.create_namespaced_job, namespace, job)
@@ -166,22 +143,26 @@ async def start_execution(
         if error.status in (400, 413, 422):
             # The input cannot become a ConfigMap (too large, refused): a final answer, not a retry.
             reason = f"the sandbox could not be created: {error.reason}: {api_message(error)}"
-            await finish(memo, namespace, name, None, outcomes.failure_status("error_setup", reason), language.name)
+            await finish(memo, namespace, name, None, Result.failure(Phase.ERROR_SETUP, reason, limits=request.limits),
+                         language.name)
             return
         raise kopf.TemporaryError(f"creating the sandbox failed ({error.status} {error.reason}); retrying", delay=2)
-    await patch_status(memo, namespace, name, {"phase": contract.PHASE_PENDING, "conditions": conditions(contract.PHASE_PENDING, None)})
+    pending = {"phase": Phase.PENDING, "limits": limits_to_status(request.limits),
+               "conditions": conditions(Phase.PENDING, None)}
+    await patch_status(memo, namespace, name, pending)
     memo.active.add((namespace, name))
     metrics.IN_FLIGHT.set(len(memo.active))
-    message = f"language={language.name} timeout={timeout}s memory={memory}MB job={job['metadata']['name']}"
+    message = (f"language={language.name} timeout={request.limits.timeout_seconds}s "
+               f"memory={request.limits.max_memory_mb}MB job={job['metadata']['name']}")
     logger.info("started: %s", message)
     kopf.event(body, type="Normal", reason="Started", message=message)
 
 
-@kopf.on.event("", "v1", "pods", labels={contract.LABEL_MANAGED_BY: contract.MANAGED_BY})
+@kopf.on.event("", "v1", "pods", labels={crd.LABEL_MANAGED_BY: crd.MANAGED_BY})
 async def follow_sandbox_pod(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Every change of a sandbox pod re-examines its execution at once (the fast path)."""
     metadata = body.get("metadata", {})
-    execution = metadata.get("labels", {}).get(contract.LABEL_EXECUTION)
+    execution = metadata.get("labels", {}).get(crd.LABEL_EXECUTION)
     # A pod being deleted is mostly our own clean-up; anything else the timer notices.
     if execution and not metadata.get("deletionTimestamp"):
         await reconcile(memo, body["metadata"]["namespace"], execution)
@@ -211,11 +192,8 @@ async def expire_finished(
         await stopped.wait(remaining)
         if stopped:
             return  # the operator is stopping or the execution is being deleted anyway
-    try:
+    with tolerating(404):
         await client.CustomObjectsApi(memo.api).delete_namespaced_custom_object(
-            *RESOURCE[:2], namespace, contract.PLURAL, name, propagation_policy="Background"
+            *RESOURCE[:2], namespace, crd.PLURAL, name, propagation_policy="Background"
         )
         logger.info("deleted after its retention of %s s", ttl)
-    except client.ApiException as error:
-        if error.status != 404:
-            raise

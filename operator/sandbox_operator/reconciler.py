@@ -15,9 +15,12 @@ import logging
 import kopf
 from kubernetes.aio import client
 
-from sandbox_operator import builders, contract, metrics, outcomes
+from sandbox_contract import crd
+from sandbox_contract.result import TERMINAL_PHASES, Phase, Result, limits_from_status
+from sandbox_kube import tolerating
+from sandbox_operator import builders, metrics, outcomes
 
-RESOURCE = (contract.GROUP, contract.VERSION, contract.PLURAL)
+RESOURCE = (crd.GROUP, crd.VERSION, crd.PLURAL)
 # The API server is overloaded or unavailable: the write is tried again later, the status is not at fault.
 TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
 LIST_PAGE_SIZE = 50
@@ -49,7 +52,7 @@ async def reconcile(memo: kopf.Memo, namespace: str, name: str) -> None:
 async def _reconcile(memo: kopf.Memo, namespace: str, name: str) -> None:
     objects = client.CustomObjectsApi(memo.api)
     try:
-        execution = await objects.get_namespaced_custom_object(*RESOURCE[:2], namespace, contract.PLURAL, name)
+        execution = await objects.get_namespaced_custom_object(*RESOURCE[:2], namespace, crd.PLURAL, name)
     except client.ApiException as error:
         if error.status == 404:
             forget(memo, namespace, name)
@@ -59,31 +62,32 @@ async def _reconcile(memo: kopf.Memo, namespace: str, name: str) -> None:
     phase = status.get("phase")
     if not phase:
         return  # the create handler has not finished; it will mark the execution pending
-    if phase in contract.TERMINAL_PHASES:
+    if phase in TERMINAL_PHASES:
         forget(memo, namespace, name)
         await delete_children(memo, namespace, name)
         return
     job, pod = await _read_job_and_pod(memo, namespace, name)
     spec = execution.get("spec") or {}
     created = parse_time(execution["metadata"].get("creationTimestamp")) or now()
-    memory = spec.get("maxMemoryMb") or memo.config.limits.default_memory_mb
+    # Written with the pending phase: the limits the execution was started with.
+    limits = limits_from_status(status.get("limits"))
     seen = outcomes.observe(
         job=job, pod=pod, age_seconds=(now() - created).total_seconds(),
         setup_deadline_seconds=memo.config.setup_deadline_seconds,
-        memory_limit_mb=builders.memory_limit_mb(memory, memo.config),
+        memory_limit_mb=builders.memory_limit_mb(limits.max_memory_mb, memo.config) if limits else None,
     )
     found = memo.catalogue.find(spec.get("language", ""))
     language = found.name if found else "unknown"
     if seen.pod_finished:
-        result = await _result_from_pod_log(memo, namespace, seen)
+        result = await _result_from_pod_log(memo, namespace, seen, limits)
         await finish(memo, namespace, name, execution, result, language, pod_name=seen.pod_name)
-    elif seen.phase in contract.TERMINAL_PHASES:
-        result = outcomes.failure_status(seen.phase, seen.reason or seen.phase, oom_killed=seen.oom_killed)
+    elif seen.phase in TERMINAL_PHASES:
+        result = Result.failure(seen.phase, seen.reason or seen.phase, oom_killed=seen.oom_killed, limits=limits)
         await finish(memo, namespace, name, execution, result, language, pod_name=seen.pod_name)
-    elif seen.phase == contract.PHASE_RUNNING and phase != contract.PHASE_RUNNING:
+    elif seen.phase == Phase.RUNNING and phase != Phase.RUNNING:
         started = seen.started_at or timestamp(now())
-        running = {"phase": contract.PHASE_RUNNING, "podName": seen.pod_name, "startTime": started,
-                   "conditions": conditions(contract.PHASE_RUNNING, None)}
+        running = {"phase": Phase.RUNNING, "podName": seen.pod_name, "startTime": started,
+                   "conditions": conditions(Phase.RUNNING, None)}
         try:
             await patch_status(memo, namespace, name, running, resource_version=execution["metadata"]["resourceVersion"])
         except client.ApiException as error:
@@ -95,14 +99,12 @@ async def _reconcile(memo: kopf.Memo, namespace: str, name: str) -> None:
 
 
 async def _read_job_and_pod(memo: kopf.Memo, namespace: str, name: str) -> tuple[dict | None, dict | None]:
-    try:
-        job = await client.BatchV1Api(memo.api).read_namespaced_job(contract.child_name(name), namespace)
-        job = memo.api.sanitize_for_serialization(job)
-    except client.ApiException as error:
-        if error.status != 404:
-            raise
-        job = None
-    selector = f"{contract.LABEL_EXECUTION}={name},{contract.LABEL_MANAGED_BY}={contract.MANAGED_BY}"
+    job = None
+    with tolerating(404):
+        job = memo.api.sanitize_for_serialization(
+            await client.BatchV1Api(memo.api).read_namespaced_job(crd.child_name(name), namespace)
+        )
+    selector = f"{crd.LABEL_EXECUTION}={name},{crd.LABEL_MANAGED_BY}={crd.MANAGED_BY}"
     items, token = [], None
     while token != "":  # pages, so no single answer grows with what the namespace holds
         pods = await client.CoreV1Api(memo.api).list_namespaced_pod(
@@ -114,43 +116,45 @@ async def _read_job_and_pod(memo: kopf.Memo, namespace: str, name: str) -> tuple
     return job, (items[-1] if items else None)
 
 
-async def _result_from_pod_log(memo: kopf.Memo, namespace: str, seen: outcomes.Observation) -> dict:
-    """Status fields from the runner's result line; the observation's classification when there is none."""
+async def _result_from_pod_log(
+    memo: kopf.Memo, namespace: str, seen: outcomes.Observation, limits: EffectiveLimits | None
+) -> Result:
+    """The runner's result from its result line; the observation's classification when there is none."""
     try:
         log = await client.CoreV1Api(memo.api).read_namespaced_pod_log(
             seen.pod_name, namespace, container=builders.CONTAINER_NAME, limit_bytes=LOG_LIMIT_BYTES
         )
-        return outcomes.status_from_result(outcomes.parse_result_line(log))
+        return outcomes.parse_result_line(log, limits)
     except client.ApiException as error:
         if error.status != 404:
             raise
         detail = "the pod's log is gone"
     except outcomes.ResultError as error:
         detail = str(error)
-    if seen.phase == "error_setup":
-        return outcomes.failure_status("error_setup", f"{seen.reason}: {detail}")
-    return outcomes.failure_status(seen.phase, seen.reason or detail, oom_killed=seen.oom_killed)
+    if seen.phase == Phase.ERROR_SETUP:
+        return Result.failure(Phase.ERROR_SETUP, f"{seen.reason}: {detail}", limits=limits)
+    return Result.failure(seen.phase, seen.reason or detail, oom_killed=seen.oom_killed, limits=limits)
 
 
-def conditions(phase: str, reason: str | None) -> list[dict]:
+def conditions(phase: Phase, reason: str | None) -> list[dict]:
     """The full condition list for a phase (merge patches replace lists whole)."""
     moment = timestamp(now())
-    started = phase != contract.PHASE_PENDING
-    result = [{"type": contract.CONDITION_STARTED, "status": str(started), "lastTransitionTime": moment,
+    started = phase != Phase.PENDING
+    result = [{"type": crd.CONDITION_STARTED, "status": str(started), "lastTransitionTime": moment,
                "reason": "PodStarted" if started else "Pending"}]
-    if phase in contract.TERMINAL_PHASES:
-        outcome = contract.CONDITION_REASONS[phase]
+    if phase in TERMINAL_PHASES:
+        outcome = crd.CONDITION_REASONS[phase]
         result += [
-            {"type": contract.CONDITION_FINISHED, "status": "True", "reason": outcome, "message": reason or "",
+            {"type": crd.CONDITION_FINISHED, "status": "True", "reason": outcome, "message": reason or "",
              "lastTransitionTime": moment},
-            {"type": contract.CONDITION_SUCCEEDED, "status": str(phase == "completed"), "reason": outcome,
+            {"type": crd.CONDITION_SUCCEEDED, "status": str(phase == Phase.COMPLETED), "reason": outcome,
              "message": reason or "", "lastTransitionTime": moment},
         ]
     return result
 
 
 async def finish(
-    memo: kopf.Memo, namespace: str, name: str, execution: dict | None, result: dict, language: str,
+    memo: kopf.Memo, namespace: str, name: str, execution: dict | None, result: Result, language: str,
     *, pod_name: str | None = None,
 ) -> None:
     """Write the terminal status once (resourceVersion precondition), then post an Event and clean up.
@@ -167,9 +171,9 @@ async def finish(
         try:
             if execution is None:
                 execution = await objects.get_namespaced_custom_object(
-                    *RESOURCE[:2], namespace, contract.PLURAL, name
+                    *RESOURCE[:2], namespace, crd.PLURAL, name
                 )
-            if (execution.get("status") or {}).get("phase") in contract.TERMINAL_PHASES:
+            if (execution.get("status") or {}).get("phase") in TERMINAL_PHASES:
                 return  # another look already wrote the result
             # Written whole (a superset of the current status, so nothing needs deleting): what is
             # sized is exactly what the API server keeps.
@@ -186,15 +190,15 @@ async def finish(
             if error.status in TRANSIENT_STATUSES or refused:
                 raise  # the API server is unavailable, or even the small fallback was refused
             refused = True
-            result = outcomes.failure_status("error_setup", _refused_reason(error, result))
+            result = Result.failure(Phase.ERROR_SETUP, _refused_reason(error, result), limits=result.limits)
             status = terminal_status(result, finished, pod_name)
             execution = None  # the annotation was written: read the new version
     else:
         raise kopf.TemporaryError("the execution kept changing while its result was written", delay=1)
-    outcome = result["phase"]
-    message = f"{outcome}: {result.get('reason') or 'exit code 0'}"
-    kopf.event(execution, type="Normal" if outcome == "completed" else "Warning",
-               reason=contract.CONDITION_REASONS[outcome], message=message[:1000])
+    outcome = result.status
+    message = f"{outcome}: {result.reason or 'exit code 0'}"
+    kopf.event(execution, type="Normal" if outcome == Phase.COMPLETED else "Warning",
+               reason=crd.CONDITION_REASONS[outcome], message=message[:1000])
     metrics.EXECUTIONS.labels(language, outcome).inc()
     created = parse_time(execution["metadata"].get("creationTimestamp"))
     started = parse_time((execution.get("status") or {}).get("startTime"))
@@ -207,9 +211,10 @@ async def finish(
     logging.getLogger(__name__).info("finished %s/%s: %s", namespace, name, message)
 
 
-def terminal_status(result: dict, finished: datetime.datetime, pod_name: str | None) -> dict:
+def terminal_status(result: Result, finished: datetime.datetime, pod_name: str | None) -> dict:
     """The status to write for a result: its fields, the completion time and the final conditions."""
-    status = {**result, "completionTime": timestamp(finished), "conditions": conditions(result["phase"], result.get("reason"))}
+    status = {**result.to_status(), "completionTime": timestamp(finished),
+              "conditions": conditions(result.status, result.reason)}
     if pod_name:
         status["podName"] = pod_name
     return status
@@ -220,8 +225,8 @@ def merge_patched(current: dict, patch: dict) -> dict:
     return {key: value for key, value in {**current, **patch}.items() if value is not None}
 
 
-def _refused_reason(error: client.ApiException, result: dict) -> str:
-    ended = f"{result['phase']} ({result.get('reason') or 'exit code 0'})"
+def _refused_reason(error: client.ApiException, result: Result) -> str:
+    ended = f"{result.status} ({result.reason or 'exit code 0'})"
     return (f"the result could not be stored: the API server refused it with {error.status} {error.reason}: "
             f"{api_message(error)}; the program had ended {ended}")[:2000]
 
@@ -234,9 +239,9 @@ async def record_result_bytes(memo: kopf.Memo, namespace: str, name: str, status
     an operator stopped between the two writes writes both again, as the status is not terminal yet.
     """
     patch = {"metadata": {"resourceVersion": resource_version,
-                          "annotations": {contract.ANNOTATION_RESULT_BYTES: str(outcomes.stored_size(status))}}}
+                          "annotations": {crd.ANNOTATION_RESULT_BYTES: str(crd.stored_size(status))}}}
     updated = await client.CustomObjectsApi(memo.api).patch_namespaced_custom_object(
-        *RESOURCE[:2], namespace, contract.PLURAL, name, patch
+        *RESOURCE[:2], namespace, crd.PLURAL, name, patch
     )
     return updated["metadata"]["resourceVersion"]
 
@@ -251,17 +256,14 @@ def api_message(error: client.ApiException) -> str:
 
 async def delete_children(memo: kopf.Memo, namespace: str, name: str) -> None:
     """Delete the Job (its pod with it) and the ConfigMap; already gone is fine."""
-    child = contract.child_name(name)
+    child = crd.child_name(name)
     deletions = (
         lambda: client.BatchV1Api(memo.api).delete_namespaced_job(child, namespace, propagation_policy="Background"),
         lambda: client.CoreV1Api(memo.api).delete_namespaced_config_map(child, namespace),
     )
     for delete in deletions:
-        try:
+        with tolerating(404):
             await delete()
-        except client.ApiException as error:
-            if error.status != 404:
-                raise
 
 
 async def patch_status(
@@ -272,7 +274,7 @@ async def patch_status(
     if resource_version:
         patch["metadata"] = {"resourceVersion": resource_version}
     await client.CustomObjectsApi(memo.api).patch_namespaced_custom_object_status(
-        *RESOURCE[:2], namespace, contract.PLURAL, name, patch
+        *RESOURCE[:2], namespace, crd.PLURAL, name, patch
     )
 
 

@@ -8,28 +8,33 @@ to read what it prints. Protocol: docs/runner-protocol.md.
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
+from types import MappingProxyType
 
-from sandbox_runner.runner import CONTROL_CHARACTERS, RESULT_MARKER, is_printable_name, longest_prefix
+from sandbox_runner.runner import (
+    CONTROL_CHARACTERS,
+    DEFAULT_LIMITS,
+    RESULT_MARKER,
+    empty_result,
+    is_printable_name,
+    longest_prefix,
+)
 
 RUNNER_PATH = Path(__file__).with_name("runner.py")
-# How the runner is started: isolated from PYTHON* variables and the user's site, and no site
-# import at all (it needs only the standard library).
-RUNNER_FLAGS = ("-I", "-S")
+# The runner's output caps (bytes, and a count of files): what every backend's results are held to.
+OUTPUT_LIMITS = MappingProxyType(DEFAULT_LIMITS)
+# The result document's fields, in the order the runner writes them.
+RESULT_FIELDS = tuple(empty_result("error_setup", None))
 
 
-def compile_runner(interpreter: str, directory: str | Path) -> Path:
-    """runner.py compiled to directory/runner.pyc by the interpreter that will run it.
-
-    `python3 -I -S runner.pyc SPEC` skips compiling the source on every execution, about a third
-    of the runner's start-up. The .pyc only works with the same Python minor version.
-    """
-    target = Path(directory) / "runner.pyc"
-    compile_source = "import py_compile, sys; py_compile.compile(sys.argv[1], cfile=sys.argv[2], doraise=True)"
-    subprocess.run([interpreter, *RUNNER_FLAGS, "-c", compile_source, str(RUNNER_PATH), str(target)],
-                   check=True, capture_output=True)
-    return target
+def runner_command(runner_path: str, spec_path: str, *, python: str = "python3",
+                   isolation_wait_seconds: int | None = None) -> list[str]:
+    """How the runner is started, on every backend: isolated from PYTHON* variables and the user's
+    site (-I), and no site import at all (-S: it needs only the standard library). `spec_path` "-"
+    reads the spec from stdin. With `isolation_wait_seconds` the runner first waits up to that long
+    for evidence that the network is cut off, and runs nothing without it (the isolation gate)."""
+    gate = [] if isolation_wait_seconds is None else ["--isolation-wait", str(isolation_wait_seconds)]
+    return [python, "-I", "-S", runner_path, *gate, spec_path]
 
 
 class ResultLineError(ValueError):

@@ -5,7 +5,10 @@ only program there besides the user's. Standard library only, Python >= 3.9, one
 inside a ConfigMap and runs in any image that has python3. Invocation and both documents:
 docs/runner-protocol.md.
 
-    python3 -I -S runner.py SPEC_PATH     (or "-" to read the spec from stdin)
+    python3 -I -S runner.py [--isolation-wait SECONDS] SPEC_PATH     (SPEC_PATH "-": from stdin)
+
+--isolation-wait (a pod's runner) first waits for evidence that the network is cut off: the
+isolation gate, below.
 
 Start-up time is most of its cost, so it avoids modules that pull in re/enum/typing: it uses
 the C halves of json and ctypes (_json, _ctypes) and select.poll instead of json, ctypes and
@@ -23,9 +26,9 @@ import sys
 import time
 
 RESULT_MARKER = "@@sandbox-result@@ "
-DEFAULT_LIMITS = {  # their sum stays under result_bytes unless escaping inflates the text
-    "stdout_bytes": 256 << 10,
-    "stderr_bytes": 64 << 10,
+DEFAULT_LIMITS = {  # the output caps; result_bytes bounds the whole document (see serialise_within)
+    "stdout_bytes": 512 << 10,
+    "stderr_bytes": 128 << 10,
     "output_files": 32,
     "output_file_bytes": 256 << 10,
     "output_files_bytes": 512 << 10,
@@ -211,18 +214,39 @@ def check_spec(spec: object) -> dict:
     }
 
 
-def load_spec(argv: list) -> dict:
-    """Read, parse and check the spec named on the command line."""
-    if len(argv) != 2:
-        raise SpecError("usage: runner.py SPEC_PATH  (or '-' to read the spec from stdin)")
+USAGE = "usage: runner.py [--isolation-wait SECONDS] SPEC_PATH  (SPEC_PATH '-': the spec on stdin)"
+
+
+def parse_arguments(argv: list) -> tuple:
+    """(isolation wait in seconds or None, spec path) from the command line.
+
+    A malformed wait is a GateError, so a caller that asked for the gate never runs code without it."""
+    arguments = argv[1:]
+    wait_seconds = None
+    if len(arguments) == 3 and arguments[0] == "--isolation-wait":
+        try:
+            wait_seconds = float(arguments[1])
+            usable = 0 < wait_seconds < 1e9  # nan and inf fail this too
+        except ValueError:
+            usable = False
+        if not usable:
+            raise GateError(f"--isolation-wait must be a positive number of seconds, got {arguments[1]!r}")
+        arguments = arguments[2:]
+    if len(arguments) != 1:
+        raise SpecError(USAGE)
+    return wait_seconds, arguments[0]
+
+
+def load_spec(spec_path: str) -> dict:
+    """Read, parse and check the spec at spec_path ("-": stdin)."""
     try:
-        if argv[1] == "-":
+        if spec_path == "-":
             raw = sys.stdin.buffer.read()
         else:
-            with open(argv[1], "rb") as spec_file:
+            with open(spec_path, "rb") as spec_file:
                 raw = spec_file.read()
     except OSError as error:
-        raise SpecError(f"cannot read the spec: {error.strerror}: {argv[1]}") from None
+        raise SpecError(f"cannot read the spec: {error.strerror}: {spec_path}") from None
     try:
         return check_spec(parse_json(raw.decode("utf-8")))
     except (UnicodeDecodeError, ValueError) as error:
@@ -763,6 +787,146 @@ def serialise_within(result: dict, budget: int) -> str:
     return document
 
 
+# --- the isolation gate (a pod's runner, before anything of the program) ------------------------
+#
+# NetworkPolicy enforcers program a new pod's rules a moment after it starts (kube-router: about a
+# second), so untrusted code must not start before then. With --isolation-wait the runner first
+# probes two destinations known to listen for every running pod: the API server's Service
+# (KUBERNETES_SERVICE_HOST/PORT, which the kubelet gives every pod) and the kubelet of the pod's own
+# node (SANDBOX_NODE_IP, the downward API's status.hostIP, port SANDBOX_KUBELET_PORT). Each attempt
+# is classified:
+#
+# - connected: the network is open;
+# - refused by a TCP reset: the destination's host answered, so the path to it is open too (this is
+#   what a closed port looks like; it never counts as evidence of a policy);
+# - blocked: refused by an ICMP destination-unreachable that the kernel reports on the socket's error
+#   queue (a REJECT rule: kube-router's policies, and the kernel's ICMP rate limit turns further
+#   rejects into drops), or no answer within the attempt's timeout (a DROP rule: Calico, Cilium);
+# - anything else (no route, a local error): ambiguous.
+#
+# The rule: the program starts only after GATE_ROUNDS_REQUIRED consecutive rounds in which BOTH
+# destinations were blocked. An open network cannot produce that: a listening destination connects,
+# and a destination that happens to be down (a closed port) answers with a reset, which breaks the
+# streak. It would take the API server's Service having no endpoints (kube-proxy then rejects with
+# ICMP) at the same time as a host firewall rejecting or dropping the kubelet's port, for every
+# round. A missing or malformed variable, or an enforcer that rejects with TCP resets, never lets the
+# code run: after the wait the runner gives up with `error_setup` and a reason naming the last answers.
+#
+# socket, selectors, struct and ipaddress (and the enum they pull in) are imported inside the
+# functions below: only a gated run pays for them, never the local backend's start-up.
+
+GATE_ROUNDS_REQUIRED = 3
+GATE_ATTEMPT_TIMEOUT_SECONDS = 0.5
+GATE_ROUND_INTERVAL_SECONDS = 0.1
+BLOCKED = "blocked"
+
+
+class GateError(Exception):
+    """The network was not shown to be cut off, so the program must not run; the message says why."""
+
+
+def _recverr(socket: object, family: int) -> tuple:
+    """The socket level and option that queue ICMP errors, their origin code, and the ICMP type
+    "destination unreachable" of an address family (<linux/errqueue.h>, <linux/in.h>, <linux/in6.h>)."""
+    if family == socket.AF_INET6:
+        return socket.IPPROTO_IPV6, 25, 3, 1  # IPV6_RECVERR, SO_EE_ORIGIN_ICMP6, ICMPV6_DEST_UNREACH
+    return socket.IPPROTO_IP, 11, 2, 3  # IP_RECVERR, SO_EE_ORIGIN_ICMP, ICMP_DEST_UNREACH
+
+
+def gate_destinations(env: dict) -> list:
+    """(family, host, port) of the API server's Service and the node's kubelet, from the environment."""
+    import ipaddress
+    import socket
+
+    found = []
+    for host_name, port_name in (("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"),
+                                 ("SANDBOX_NODE_IP", "SANDBOX_KUBELET_PORT")):
+        host, port = env.get(host_name, ""), env.get(port_name, "")
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            raise GateError(f"{host_name} must be an IP address, got {host!r}") from None
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise GateError(f"{port_name} must be a port number, got {port!r}")
+        found.append((socket.AF_INET6 if address.version == 6 else socket.AF_INET, host, int(port)))
+    return found
+
+
+def _refusal(sock: object, family: int, error: int) -> str:
+    """`blocked` when the connect error came as an ICMP destination-unreachable, else its name."""
+    import socket
+    import struct
+
+    _level, _option, icmp_origin, unreachable = _recverr(socket, family)
+    try:
+        _data, ancillary, _flags, _address = sock.recvmsg(1, 512, socket.MSG_ERRQUEUE)
+    except BlockingIOError:  # nothing queued: the destination's host itself answered (a reset)
+        return os.strerror(error) + " (reset)"
+    for _level, _type, data in ancillary:
+        origin, icmp_type = struct.unpack_from("=4xBB", data)  # struct sock_extended_err
+        if origin == icmp_origin and icmp_type == unreachable:
+            return BLOCKED
+    return os.strerror(error)
+
+
+def probe(targets: list, timeout: float = GATE_ATTEMPT_TIMEOUT_SECONDS) -> list:
+    """Connect to every target at once; one answer per target: `connected`, `blocked` or an error."""
+    import errno
+    import selectors
+    import socket
+
+    answers = ["no answer"] * len(targets)
+    selector = selectors.DefaultSelector()
+    sockets = []
+    try:
+        for index, (family, host, port) in enumerate(targets):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(sock)
+            level, option, _origin, _type = _recverr(socket, family)
+            sock.setsockopt(level, option, 1)
+            sock.setblocking(False)
+            error = sock.connect_ex((host, port))
+            if error in (0, errno.EINPROGRESS):
+                selector.register(sock, selectors.EVENT_WRITE, index)
+            else:
+                answers[index] = _refusal(sock, family, error)
+        deadline = time.monotonic() + timeout
+        while selector.get_map() and time.monotonic() < deadline:
+            for key, _events in selector.select(max(deadline - time.monotonic(), 0)):
+                selector.unregister(key.fileobj)
+                error = key.fileobj.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                family = targets[key.data][0]
+                answers[key.data] = "connected" if error == 0 else _refusal(key.fileobj, family, error)
+        for key in selector.get_map().values():
+            answers[key.data] = BLOCKED  # no answer in time: dropped
+    finally:
+        selector.close()
+        for sock in sockets:
+            sock.close()
+    return answers
+
+
+def wait_until_isolated(env: dict, wait_seconds: float) -> None:
+    """Return once GATE_ROUNDS_REQUIRED consecutive rounds found both destinations blocked; GateError
+    when that was not seen within wait_seconds, or cannot be checked at all."""
+    try:
+        targets = gate_destinations(env)
+        deadline = time.monotonic() + wait_seconds
+        streak = 0
+        while True:
+            answers = probe(targets)
+            streak = streak + 1 if all(answer == BLOCKED for answer in answers) else 0
+            if streak >= GATE_ROUNDS_REQUIRED:
+                return
+            if time.monotonic() >= deadline:
+                seen = ", ".join(f"{host}:{port} {answer}" for (_family, host, port), answer in zip(targets, answers))
+                raise GateError(f"the sandbox's network was not shown to be cut off within {wait_seconds:g} s "
+                                f"(last answers: {seen}; is a NetworkPolicy enforcer running?)")
+            time.sleep(GATE_ROUND_INTERVAL_SECONDS)
+    except OSError as error:  # no socket at all, say: never evidence of isolation
+        raise GateError(str(error)) from None
+
+
 # --- the run ---------------------------------------------------------------------------------------
 
 
@@ -867,11 +1031,16 @@ def main(argv: list) -> int:
     budget = DEFAULT_LIMITS["result_bytes"]
     try:
         wake_fd, _ = prepare_runner()
-        spec = load_spec(argv)
+        wait_seconds, spec_path = parse_arguments(argv)
+        if wait_seconds is not None:
+            wait_until_isolated(os.environ, wait_seconds)
+        spec = load_spec(spec_path)
         budget = spec["limits"]["result_bytes"]
         result = run(spec, wake_fd)
     except SpecError as error:
         result = empty_result("error_setup", str(error))
+    except GateError as error:
+        result = empty_result("error_setup", f"isolation gate: {error}; the code was not run")
     except Exception as error:  # a fault of the runner still ends in a result line
         import traceback
 

@@ -13,11 +13,18 @@ import time
 
 import httpx
 import pytest
+import schemathesis
+import schemathesis.engine
+from schemathesis.checks import CHECKS
+from schemathesis.engine import events as engine_events
+from schemathesis.engine.run import PhaseName
+from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
 EXECUTION_ID = re.compile(r"^exec-[0-9a-f]{20}$")
 RESULT_FIELDS = {
     "execution_id", "language", "status", "reason", "stdout", "stderr", "exit_code", "signal", "oom_killed",
     "duration_ms", "memory_used_mb", "output_files", "stdout_truncated", "stderr_truncated", "output_files_truncated",
+    "limits",
 }
 HELLO = {
     "python": "print('hello from python')",
@@ -66,6 +73,13 @@ def test_result_has_every_field_of_the_contract(api):
     assert result["memory_used_mb"] is None or result["memory_used_mb"] >= 0
     assert result["output_files"] == {}
     assert not (result["stdout_truncated"] or result["stderr_truncated"] or result["output_files_truncated"])
+    # The limits it ran under: the server's defaults, as the request gave none.
+    assert result["limits"] == {"timeout_seconds": 10, "max_memory_mb": 256}
+
+
+def test_result_reports_the_limits_the_request_asked_for(api):
+    result = api.execute(language="bash", code="true", timeout_seconds=3, max_memory_mb=64)
+    assert (result["status"], result["limits"]) == ("completed", {"timeout_seconds": 3, "max_memory_mb": 64})
 
 
 def test_language_aliases_resolve_to_the_catalogue_name(api):
@@ -392,28 +406,83 @@ def test_fifty_concurrent_requests_beyond_the_cap_complete_or_get_429(start_api_
 
 # --- property-based fuzzing from the server's own OpenAPI document ------------------------------
 
-def test_fuzzing_from_the_openapi_document_finds_no_server_error(api):
-    """Every operation, with schemathesis' default checks (5xx, status codes, schemas, auth).
+# Requests valid by the document that the server refuses, by the words of its 400, and why the
+# document cannot say so (sandbox_api/openapi.py states everything else).
+REFUSALS_JSON_SCHEMA_CANNOT_STATE = {
+    "is given twice": "two names that are one once normalised (`a` and `./a`)",
+    "cannot also be a directory": "a file that is also another file's directory: a relation of two names",
+    "clashes with the code file": "a file named as the code file, whose name depends on the language",
+    "has a component longer than": "a name's length in UTF-8 bytes; JSON Schema counts characters",
+}
+# 413: the body's bytes, or its size once stored (each <, > and & counts 6): not a length JSON Schema has.
+TOO_LARGE = 413
 
-    Left out: positive_data_acceptance, because the server rightly refuses schema-valid requests
-    whose meaning is wrong (a language not in the catalogue, limits above the configured maxima,
-    `..` in a file name, bad base64) with 400.
-    """
-    import hypothesis
-    import schemathesis
-    from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-    schema = schemathesis.openapi.from_url(f"{api.base_url}/openapi.json")
-    operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) >= 6
+def refused_for_what_the_document_cannot_state(response: schemathesis.Response) -> bool:
+    if response.status_code == TOO_LARGE:
+        return True
+    error = response.json().get("error", "") if response.status_code == 400 else ""
+    return any(words in error for words in REFUSALS_JSON_SCHEMA_CANNOT_STATE)
 
-    for operation in operations:
-        @hypothesis.given(case=operation.as_strategy())
-        @hypothesis.settings(max_examples=40, deadline=None, database=None,
-                             suppress_health_check=list(hypothesis.HealthCheck))
-        def fuzz(case):
-            # On the case itself, so the ignored_auth check can strip it and expect a 401.
-            case.headers = {**(case.headers or {}), "Authorization": api.headers["Authorization"]}
-            case.call_and_validate(base_url=str(api.base_url), excluded_checks=[positive_data_acceptance])
 
-        fuzz()
+def positive_data_acceptance_as_far_as_stated(ctx, response, case):
+    """positive_data_acceptance, but for the refusals above."""
+    if not refused_for_what_the_document_cannot_state(response):
+        positive_data_acceptance(ctx, response, case)
+
+
+def negative_data_rejection_as_far_as_stated(languages: set[str]):
+    def negative_data_rejection_as_far_as_stated(ctx, response, case):
+        """negative_data_rejection, but for a language the document lists, in other case or with
+        surrounding whitespace: the server matches names so, JSON Schema's `enum` only exactly."""
+        language = case.body.get("language") if isinstance(case.body, dict) else None
+        if not (isinstance(language, str) and language.strip().lower() in languages):
+            negative_data_rejection(ctx, response, case)
+
+    return negative_data_rejection_as_far_as_stated
+
+
+def test_fuzzing_from_the_openapi_document_finds_nothing(api):
+    """`schemathesis run --checks all` with a key: every phase, valid and invalid data, every check
+    (two of them narrowed to what JSON Schema can state, above)."""
+    listed = api.get("/api/sandbox/languages").json()["languages"]
+    languages = {name for language in listed for name in (language["name"], *language["aliases"])}
+    narrowed = [positive_data_acceptance_as_far_as_stated, negative_data_rejection_as_far_as_stated(languages)]
+    config = schemathesis.Config.from_dict({
+        "headers": {"Authorization": api.headers["Authorization"]},
+        "generation": {"mode": "all", "database": "none"},
+        "checks": {
+            "enabled": True,
+            positive_data_acceptance.__name__: {"enabled": False},
+            negative_data_rejection.__name__: {"enabled": False},
+        },
+    })
+    schema = schemathesis.openapi.from_url(f"{api.base_url}/openapi.json", config=config)
+    for check in narrowed:
+        schemathesis.check(check)
+    try:
+        events = list(schemathesis.engine.from_schema(schema).execute())
+    finally:
+        for check in narrowed:
+            CHECKS.unregister(check.__name__)
+    problems = []
+    for event in events:
+        if isinstance(event, engine_events.ScenarioFinished):
+            for checks in event.recorder.checks.values():
+                problems += [describe_failure(event.phase, check) for check in checks if check.failure_info]
+        elif isinstance(event, engine_events.NonFatalError):
+            problems.append(f"error ({event.label}): {event.info}")
+        elif isinstance(event, engine_events.FatalError):
+            problems.append(f"fatal error: {event.exception!r}")
+        elif isinstance(event, engine_events.EngineFinished):
+            problems += [f"{failure.title}: {failure.message}" for failure in event.failures]
+    assert not problems, "\n".join(problems)
+    tested = {(event.phase, event.label) for event in events if isinstance(event, engine_events.ScenarioFinished)}
+    assert {phase for phase, _ in tested} >= {PhaseName.COVERAGE, PhaseName.FUZZING, PhaseName.STATEFUL_TESTING}
+    assert len({label for phase, label in tested if phase == PhaseName.FUZZING}) >= 6
+
+
+def describe_failure(phase: PhaseName, check) -> str:
+    failure = check.failure_info.failure
+    return (f"{check.name} ({phase.name.lower()}): {failure.title}: {failure.message}\n"
+            f"  {check.failure_info.code_sample}")

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from sandbox_runner import RUNNER_PATH, read_result
+from sandbox_runner import RUNNER_PATH, read_result, runner_command
 from tests.integration.test_runner_process import python_program, run_runner
 
 BINARY = bytes(range(256)) * 4
@@ -171,7 +171,7 @@ def test_the_whole_result_fits_result_bytes_even_when_escaping_inflates_it(tmp_p
     ],
 )
 def test_an_invalid_spec_still_yields_one_error_setup_line(spec_text, reason):
-    completed = subprocess.run([sys.executable, "-I", "-S", str(RUNNER_PATH), "-"],
+    completed = subprocess.run(runner_command(str(RUNNER_PATH), "-", python=sys.executable),
                                input=spec_text.encode("latin-1"), capture_output=True, timeout=60)
     assert completed.stdout.count(b"\n") == 1
     result = read_result(completed.stdout.decode())
@@ -183,7 +183,7 @@ def test_the_spec_can_come_from_a_file_and_a_missing_file_is_reported(tmp_path):
     spec_path.write_text(json.dumps({"command": ["echo", "from a file"], "workdir": str(tmp_path / "w"),
                                      "timeout_seconds": 5, "env": {"PATH": "/usr/bin:/bin"}}))
     for path, expected in ((spec_path, "completed"), (tmp_path / "missing.json", "error_setup")):
-        completed = subprocess.run([sys.executable, "-I", "-S", str(RUNNER_PATH), str(path)],
+        completed = subprocess.run(runner_command(str(RUNNER_PATH), str(path), python=sys.executable),
                                    capture_output=True, timeout=60)
         result = read_result(completed.stdout.decode())
         assert result["status"] == expected

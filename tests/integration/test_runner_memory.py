@@ -10,8 +10,7 @@ import uuid
 
 import pytest
 
-from tests.integration.test_runner_process import RUNNER_PYTHON, python_program, run_runner
-from sandbox_runner import RUNNER_PATH
+from tests.integration.test_runner_process import python_program, run_runner
 
 MEMORY_ROOT = "/sys/fs/cgroup/memory"
 
@@ -45,8 +44,8 @@ def memory_cgroup():
 
 def run_in_cgroup(cgroup: str, workdir, command, **fields) -> dict:
     """The runner started inside `cgroup` (a shell joins it, then execs the runner)."""
-    join = f'echo $$ > {cgroup}/cgroup.procs && exec {RUNNER_PYTHON} -I -S "$0" -'
-    return run_runner(workdir, command, python="sh", python_flags=("-c", join), runner=RUNNER_PATH, **fields)
+    join = f'echo $$ > {cgroup}/cgroup.procs && exec "$@"'
+    return run_runner(workdir, command, prefix=("sh", "-c", join, "sh"), **fields)
 
 
 def test_a_memory_hog_is_oom_killed_and_reported(memory_cgroup, tmp_path):

@@ -11,6 +11,7 @@ from sandbox_api.backends.bubblewrap import parse_result
 from sandbox_api.config import add_arguments, settings_from_args, settings_from_env
 from sandbox_api.models import ExecutionResult
 from sandbox_api.store import ExecutionStore, result_size
+from sandbox_contract.result import Result
 
 
 def test_settings_come_from_sandbox_variables():
@@ -116,8 +117,9 @@ def test_output_file_names_with_control_characters_are_dropped_and_flagged():
     document = {"status": "completed", "output_files": {
         "ok.txt": "kept", "new\nline": "x", "esc\x1b[2J": "x", "del\x7f": "x", "c1\x9b": "x", "\udcff": "x",
     }}
-    result = ExecutionResult.from_runner_result(execution_id="exec-00000000000000000000", language="bash", document=document)
+    result = ExecutionResult.of(Result.from_runner(document, None), execution_id="exec-00000000000000000000",
+                                language="bash")
     assert (result.output_files, result.output_files_truncated) == ({"ok.txt": "kept"}, True)
-    clean = ExecutionResult.from_runner_result(execution_id="exec-00000000000000000000", language="bash",
-                                               document={"status": "completed", "output_files": {"ünï.txt": "x"}})
+    clean = ExecutionResult.of(Result.from_runner({"status": "completed", "output_files": {"ünï.txt": "x"}}, None),
+                               execution_id="exec-00000000000000000000", language="bash")
     assert not clean.output_files_truncated

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from sandbox_api.backends.base import Execution
 from sandbox_api.backends.kubernetes import resource_for
-from sandbox_operator.outcomes import stored_size
 from sandbox_api.shared_limits import ANNOTATION_SPEC_BYTES, Listed, over_budget
+from sandbox_contract.catalogue import load_catalogue
+from sandbox_contract.crd import stored_size
+from sandbox_contract.request import ExecutionLimits, resolve_request
 
 
 def _listed(name: str, phase: str | None, created: str, size: int) -> Listed:
@@ -29,7 +31,8 @@ def test_unfinished_executions_are_never_deleted_even_over_budget():
 
 
 def test_each_execution_carries_its_spec_size():
-    execution = Execution(id="exec-00000000000000000000", tenant="t", language="python", code="<" * 100, stdin=None,
-                          files=(), timeout_seconds=1, max_memory_mb=64)
+    request = resolve_request(catalogue=load_catalogue(), limits=ExecutionLimits(), language="python", code="<" * 100,
+                              stdin=None, files=(), timeout_seconds=1, max_memory_mb=64)
+    execution = Execution(id="exec-00000000000000000000", tenant="t", request=request)
     resource = resource_for(execution, retention_seconds=60)
     assert int(resource["metadata"]["annotations"][ANNOTATION_SPEC_BYTES]) == stored_size(resource["spec"]) > 600

@@ -167,7 +167,7 @@ def test_api_egress_reaches_only_the_kubernetes_api():
 
 
 def test_language_catalogue_is_the_packaged_one_by_default(default_docs):
-    shipped = yaml.safe_load((REPO / "operator" / "sandbox_operator" / "languages.yaml").read_text())
+    shipped = yaml.safe_load((REPO / "contract" / "sandbox_contract" / "languages.yaml").read_text())
     (configmap,) = find(default_docs, "ConfigMap", "languages")
     assert yaml.safe_load(configmap["data"]["languages.yaml"]) == shipped
     assert env_of(default_docs, "api")["SANDBOX_LANGUAGES_FILE"] == "/etc/sandbox/languages/languages.yaml"

@@ -3,27 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from sandbox_api.backends.base import Execution
 from sandbox_api.backends.kubernetes import KubernetesBackend, resource_for, result_from_resource
-from sandbox_operator import contract
-from sandbox_operator.catalogue import load_catalogue
-from sandbox_operator.outcomes import status_from_result
-from sandbox_operator.runner_spec import InputFile
+from sandbox_contract import crd
+from sandbox_contract.catalogue import load_catalogue
+from sandbox_contract.request import EffectiveLimits, ExecutionLimits, InputFile, resolve_request
+from sandbox_contract.result import Result
 
-EXECUTION = Execution(
-    id="exec-0123456789abcdef0123", tenant="tenant-a", language="python", code="print(input())",
-    stdin="hi", files=(InputFile(path="d/in.bin", content="AAE=", encoding="base64"),),
-    timeout_seconds=5, max_memory_mb=128,
+REQUEST = resolve_request(
+    catalogue=load_catalogue(), limits=ExecutionLimits(), language="python", code="print(input())", stdin="hi",
+    files=[InputFile(path="d/in.bin", content="AAE=", encoding="base64")], timeout_seconds=5, max_memory_mb=128,
 )
+EXECUTION = Execution(id="exec-0123456789abcdef0123", tenant="tenant-a", request=REQUEST)
 
 
 def test_resource_carries_the_request_and_a_hashed_tenant():
     resource = resource_for(EXECUTION, retention_seconds=600)
     assert resource["apiVersion"] == "sandbox.dev/v1alpha1" and resource["kind"] == "SandboxExecution"
     assert resource["metadata"]["name"] == EXECUTION.id
-    tenant_label = resource["metadata"]["labels"][contract.LABEL_TENANT]
-    assert tenant_label == contract.tenant_label_value("tenant-a") and "tenant-a" not in tenant_label
+    tenant_label = resource["metadata"]["labels"][crd.LABEL_TENANT]
+    assert tenant_label == crd.tenant_label_value("tenant-a") and "tenant-a" not in tenant_label
     assert len(tenant_label) <= 63
     assert resource["spec"] == {
         "language": "python", "code": "print(input())", "stdin": "hi",
@@ -33,7 +34,7 @@ def test_resource_carries_the_request_and_a_hashed_tenant():
 
 
 def test_no_stdin_leaves_the_field_out():
-    execution = Execution(**{**EXECUTION.__dict__, "stdin": None})
+    execution = Execution(id=EXECUTION.id, tenant="tenant-a", request=dataclasses.replace(REQUEST, stdin=None))
     assert "stdin" not in resource_for(execution, retention_seconds=1)["spec"]
 
 
@@ -49,8 +50,11 @@ def test_status_round_trips_the_runner_result_into_the_api_model():
         "duration_ms": 40, "memory_used_mb": 7, "output_files_truncated": False,
         "output_files": {"a.txt": "text", "b.bin": {"content": "AAE=", "encoding": "base64"}},
     }
-    resource = {**resource_for(EXECUTION, retention_seconds=1), "status": status_from_result(document)}
+    limits = EffectiveLimits(timeout_seconds=5, max_memory_mb=128)
+    status = Result.from_runner(document, limits).to_status()
+    resource = {**resource_for(EXECUTION, retention_seconds=1), "status": status}
     result = result_from_resource(resource)
+    assert result.limits.model_dump() == {"timeout_seconds": 5, "max_memory_mb": 128}
     assert result.status == "error_runtime" and result.reason == "exited with code 3"
     assert (result.exit_code, result.stdout, result.stderr, result.stdout_truncated) == (3, "out", "err", True)
     assert (result.duration_ms, result.memory_used_mb) == (40, 7)

@@ -6,7 +6,10 @@ import json
 
 import pytest
 
-from sandbox_operator import contract
+from sandbox_contract import crd
+from sandbox_contract.catalogue import load_catalogue
+from sandbox_contract.request import EffectiveLimits, InputFile, InvalidSpecError
+from sandbox_contract.runner_spec import build_runner_spec
 from sandbox_operator.builders import (
     WORK_DIR,
     build_configmap_for,
@@ -14,41 +17,44 @@ from sandbox_operator.builders import (
     build_network_policy,
     runner_source,
 )
-from sandbox_operator.catalogue import load_catalogue
 from sandbox_operator.config import OperatorConfig
-from sandbox_operator.handlers import resolve_spec
-from sandbox_operator.runner_spec import InputFile, InvalidSpecError, build_runner_spec
 
 NAME = "exec-0123456789abcdef0123"
-PYTHON = load_catalogue().find("python")
+CATALOGUE = load_catalogue()
+PYTHON = CATALOGUE.find("python")
 
 
 def job(config: OperatorConfig = OperatorConfig(), timeout: int = 5, memory: int = 128) -> dict:
-    return build_job_for(NAME, language=PYTHON, timeout_seconds=timeout, memory_mb=memory, config=config)
+    limits = EffectiveLimits(timeout_seconds=timeout, max_memory_mb=memory)
+    return build_job_for(NAME, language=PYTHON, limits=limits, config=config)
+
+
+def runner_spec(spec: dict) -> dict:
+    """The runner's spec for a SandboxExecution's spec, as the operator builds it."""
+    request = crd.request_from_spec(spec, catalogue=CATALOGUE, limits=OperatorConfig().limits)
+    return build_runner_spec(request, workdir=WORK_DIR)
 
 
 def test_children_have_deterministic_names_and_labels():
     built = job()
-    spec = build_runner_spec(language=PYTHON, code="print(1)", stdin=None, files=[], timeout_seconds=5,
-                             max_memory_mb=128, workdir=WORK_DIR)
+    spec = runner_spec({"language": "python", "code": "print(1)"})
     configmap = build_configmap_for(NAME, language=PYTHON, runner_spec=spec, runner="# runner")
     assert built["metadata"]["name"] == configmap["metadata"]["name"] == "sbx-" + NAME
     assert built == job(), "the same execution must always give the same Job"
     for labels in (built["metadata"]["labels"], configmap["metadata"]["labels"]):
-        assert labels[contract.LABEL_EXECUTION] == NAME
-        assert labels[contract.LABEL_MANAGED_BY] == contract.MANAGED_BY
-        assert labels[contract.LABEL_LANGUAGE] == "python"
-    assert built["spec"]["template"]["metadata"]["labels"][contract.LABEL_SANDBOX] == "true"
+        assert labels[crd.LABEL_EXECUTION] == NAME
+        assert labels[crd.LABEL_MANAGED_BY] == crd.MANAGED_BY
+        assert labels[crd.LABEL_LANGUAGE] == "python"
+    assert built["spec"]["template"]["metadata"]["labels"][crd.LABEL_SANDBOX] == "true"
 
 
 def test_configmap_carries_runner_and_spec_immutably():
-    spec = build_runner_spec(language=PYTHON, code="print(input())", stdin="hi",
-                             files=[InputFile(path="data/in.txt", content="x")], timeout_seconds=5,
-                             max_memory_mb=128, workdir=WORK_DIR)
+    spec = runner_spec({"language": "python", "code": "print(input())", "stdin": "hi",
+                        "files": [{"name": "data/in.txt", "content": "x"}]})
     configmap = build_configmap_for(NAME, language=PYTHON, runner_spec=spec, runner=runner_source())
     assert configmap["immutable"] is True
     assert "@@sandbox-result@@" in configmap["data"]["runner.py"]
-    assert "os.execv" in configmap["data"]["isolation_gate.py"]
+    assert set(configmap["data"]) == {"runner.py", "spec.json"}  # the isolation gate is the runner's own
     document = json.loads(configmap["data"]["spec.json"])
     assert document["workdir"] == WORK_DIR
     assert document["stdin"] == "hi"
@@ -68,10 +74,10 @@ def test_pod_runs_the_runner_from_the_configmap_as_uid_65532():
     container = pod["containers"][0]
     assert container["image"] == PYTHON.image
     assert container["imagePullPolicy"] == "IfNotPresent"
-    assert container["command"] == ["python3", "-I", "/sandbox/runner/isolation_gate.py", "30",
-                                    "/sandbox/runner/runner.py", "/sandbox/runner/spec.json"]
+    assert container["command"] == ["python3", "-I", "-S", "/sandbox/runner/runner.py", "--isolation-wait", "30",
+                                    "/sandbox/runner/spec.json"]
     ungated = job(OperatorConfig(isolation_wait_seconds=0))["spec"]["template"]["spec"]["containers"][0]
-    assert ungated["command"] == ["python3", "-I", "/sandbox/runner/runner.py", "/sandbox/runner/spec.json"]
+    assert ungated["command"] == ["python3", "-I", "-S", "/sandbox/runner/runner.py", "/sandbox/runner/spec.json"]
     assert pod["securityContext"]["runAsUser"] == container["securityContext"]["runAsUser"] == 65532
     assert pod["securityContext"]["runAsGroup"] == 65532
     runner_volume = next(v for v in pod["volumes"] if v["name"] == "runner")
@@ -120,27 +126,38 @@ def test_the_isolation_gate_is_told_the_node_to_probe():
 
 def test_network_policy_denies_everything_for_sandbox_pods():
     policy = build_network_policy()
-    assert policy["metadata"]["name"] == contract.NETWORK_POLICY_NAME
-    assert policy["spec"]["podSelector"] == {"matchLabels": {contract.LABEL_SANDBOX: "true"}}
+    assert policy["metadata"]["name"] == crd.NETWORK_POLICY_NAME
+    assert policy["spec"]["podSelector"] == {"matchLabels": {crd.LABEL_SANDBOX: "true"}}
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     assert "ingress" not in policy["spec"] and "egress" not in policy["spec"]
 
 
 def test_resource_spec_resolves_to_a_runner_spec_or_a_reason():
-    catalogue = load_catalogue()
-    config = OperatorConfig()
-    language, timeout, memory, spec = resolve_spec(
+    request = crd.request_from_spec(
         {"language": "PY", "code": "print(1)", "stdin": "in", "timeoutSeconds": 3,
          "files": [{"name": "a/b.bin", "content": "AAE=", "encoding": "base64"}]},
-        config, catalogue,
+        catalogue=CATALOGUE, limits=OperatorConfig().limits,
     )
-    assert (language.name, timeout, memory) == ("python", 3, config.limits.default_memory_mb)
+    assert request.language.name == "python"
+    assert request.limits == EffectiveLimits(timeout_seconds=3, max_memory_mb=OperatorConfig().limits.default_memory_mb)
+    assert request.files == (InputFile("a/b.bin", "AAE=", "base64"),)
+    spec = build_runner_spec(request, workdir=WORK_DIR)
     assert spec["files"][1] == {"path": "a/b.bin", "content": "AAE=", "encoding": "base64"}
     assert spec["max_processes"] is None  # the kubelet's pod PID limit applies in the cluster
-    with pytest.raises(InvalidSpecError, match="unsupported language 'cobol'; available: bash, javascript, python"):
-        resolve_spec({"language": "cobol", "code": ""}, config, catalogue)
+    with pytest.raises(InvalidSpecError, match=r"Unsupported language: 'cobol' \(supported: bash, javascript, python\)"):
+        runner_spec({"language": "cobol", "code": ""})
     with pytest.raises(InvalidSpecError, match="timeout_seconds must be between 1 and 60"):
-        resolve_spec({"language": "python", "code": "", "timeoutSeconds": 3600}, config, catalogue)
+        runner_spec({"language": "python", "code": "", "timeoutSeconds": 3600})
     with pytest.raises(InvalidSpecError, match="not valid base64"):
-        resolve_spec({"language": "python", "code": "", "files": [{"name": "x", "content": "!!", "encoding": "base64"}]},
-                 config, catalogue)
+        runner_spec({"language": "python", "code": "", "files": [{"name": "x", "content": "!!", "encoding": "base64"}]})
+
+
+def test_the_api_writes_the_spec_the_operator_reads_back():
+    request = crd.request_from_spec(
+        {"language": "bash", "code": "cat", "stdin": "in", "timeoutSeconds": 4, "maxMemoryMb": 64,
+         "files": [{"name": "d/x.txt", "content": "x", "encoding": "utf-8"}]},
+        catalogue=CATALOGUE, limits=OperatorConfig().limits,
+    )
+    spec = crd.execution_spec(request, retention_seconds=60)
+    assert spec["ttlSecondsAfterFinished"] == 60
+    assert crd.request_from_spec(spec, catalogue=CATALOGUE, limits=OperatorConfig().limits) == request

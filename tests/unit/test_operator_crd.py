@@ -6,7 +6,8 @@ from pathlib import Path
 
 import yaml
 
-from sandbox_operator import contract
+from sandbox_contract import crd
+from sandbox_contract.result import FIELDS, STATUS_NAMES, TERMINAL_PHASES, Phase
 from sandbox_operator.config import ConfigError, OperatorConfig
 
 CRD = yaml.safe_load((Path(__file__).parents[2] / "charts" / "code-sandbox" / "crds" / "sandboxexecutions.yaml").read_text())
@@ -15,12 +16,12 @@ SCHEMA = VERSION["schema"]["openAPIV3Schema"]
 
 
 def test_names_match_the_contract():
-    assert CRD["metadata"]["name"] == f"{contract.PLURAL}.{contract.GROUP}"
-    assert CRD["spec"]["group"] == contract.GROUP
-    assert CRD["spec"]["names"]["kind"] == contract.KIND
+    assert CRD["metadata"]["name"] == f"{crd.PLURAL}.{crd.GROUP}"
+    assert CRD["spec"]["group"] == crd.GROUP
+    assert CRD["spec"]["names"]["kind"] == crd.KIND
     assert CRD["spec"]["names"]["shortNames"] == ["sbx"]
     assert CRD["spec"]["scope"] == "Namespaced"
-    assert VERSION["name"] == contract.VERSION and VERSION["subresources"] == {"status": {}}
+    assert VERSION["name"] == crd.VERSION and VERSION["subresources"] == {"status": {}}
 
 
 def test_printer_columns():
@@ -30,8 +31,14 @@ def test_printer_columns():
 
 def test_phases_are_the_api_status_vocabulary():
     phases = SCHEMA["properties"]["status"]["properties"]["phase"]["enum"]
-    assert set(phases) == {contract.PHASE_PENDING, contract.PHASE_RUNNING, *contract.TERMINAL_PHASES}
-    assert set(contract.CONDITION_REASONS) == contract.TERMINAL_PHASES
+    assert phases == [str(phase) for phase in Phase]
+    assert set(crd.CONDITION_REASONS) == TERMINAL_PHASES
+
+
+def test_the_status_schema_has_every_result_field():
+    properties = SCHEMA["properties"]["status"]["properties"]
+    assert {STATUS_NAMES[name] for name in (*FIELDS, "limits")} <= set(properties)
+    assert set(properties["limits"]["properties"]) == {"timeoutSeconds", "maxMemoryMb"}
 
 
 def test_spec_is_validated_and_immutable():

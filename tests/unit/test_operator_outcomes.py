@@ -6,12 +6,10 @@ import json
 
 import pytest
 
-from sandbox_operator.outcomes import (
-    ResultError,
-    observe,
-    parse_result_line,
-    status_from_result,
-)
+from sandbox_contract.request import EffectiveLimits
+from sandbox_operator.outcomes import ResultError, observe, parse_result_line
+
+LIMITS = EffectiveLimits(timeout_seconds=5, max_memory_mb=64)
 
 RESULT = {
     "status": "completed", "reason": None, "exit_code": 0, "signal": None, "oom_killed": False,
@@ -28,7 +26,7 @@ def log_with(document: dict, before: str = "runner: starting\n") -> str:
 
 def test_parse_takes_the_last_marker_line():
     log = log_with({"status": "timeout"}) + "noise\n" + log_with(RESULT, before="")
-    assert parse_result_line(log)["status"] == "completed"
+    assert parse_result_line(log, LIMITS).status == "completed"
 
 
 @pytest.mark.parametrize(
@@ -43,11 +41,11 @@ def test_parse_takes_the_last_marker_line():
 )
 def test_unreadable_results_are_errors_with_a_reason(log, message):
     with pytest.raises(ResultError, match=message):
-        parse_result_line(log)
+        parse_result_line(log, LIMITS)
 
 
 def test_status_from_result_maps_every_field():
-    status = status_from_result(parse_result_line(log_with(RESULT)))
+    status = parse_result_line(log_with(RESULT), LIMITS).to_status()
     assert status["phase"] == "completed"
     assert status["exitCode"] == 0 and status["durationMs"] == 12 and status["memoryUsedMb"] == 9
     assert status["stdout"] == "hi\n"
@@ -55,6 +53,7 @@ def test_status_from_result_maps_every_field():
         {"name": "bin.dat", "content": "AAE=", "encoding": "base64"},
         {"name": "out.txt", "content": "text", "encoding": "utf-8"},
     ]
+    assert status["limits"] == {"timeoutSeconds": 5, "maxMemoryMb": 64}
 
 
 def pod(*, phase="Pending", state=None, reason=None, conditions=()):

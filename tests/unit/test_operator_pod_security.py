@@ -11,7 +11,8 @@ import copy
 import pytest
 
 from sandbox_operator.builders import build_job_for
-from sandbox_operator.catalogue import load_catalogue
+from sandbox_contract.catalogue import load_catalogue
+from sandbox_contract.request import EffectiveLimits
 from sandbox_operator.config import OperatorConfig
 
 ALLOWED_VOLUME_TYPES = {
@@ -74,7 +75,8 @@ def restricted_violations(pod_spec: dict) -> list[str]:
 
 def sandbox_pod_spec(config: OperatorConfig = OperatorConfig()) -> dict:
     python = load_catalogue().find("python")
-    job = build_job_for("exec-0123456789abcdef0123", language=python, timeout_seconds=5, memory_mb=128, config=config)
+    limits = EffectiveLimits(timeout_seconds=5, max_memory_mb=128)
+    job = build_job_for("exec-0123456789abcdef0123", language=python, limits=limits, config=config)
     return job["spec"]["template"]["spec"]
 
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox_operator.outcomes import STATUS_BUDGET_BYTES, failure_status, fit_status, sent_size, stored_size
+from sandbox_contract.crd import STATUS_BUDGET_BYTES, sent_size, stored_size
+from sandbox_contract.result import Phase, Result
+from sandbox_operator.outcomes import fit_status
 
 
 @pytest.mark.parametrize("value, stored, sent", [
@@ -28,7 +30,7 @@ def test_sizes_as_stored_and_as_sent(value, stored, sent):
 
 
 def status(stdout: str = "", stderr: str = "", files: list[dict] | None = None) -> dict:
-    return {**failure_status("completed", ""), "exitCode": 0, "stdout": stdout, "stderr": stderr,
+    return {**Result(status=Phase.COMPLETED, exit_code=0, stdout=stdout, stderr=stderr).to_status(),
             "outputFiles": files or []}
 
 

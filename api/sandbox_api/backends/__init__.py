@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sandbox_api.backends.base import Backend
 from sandbox_api.config import Settings
-from sandbox_operator.catalogue import Catalogue
+from sandbox_contract.catalogue import Catalogue
 
 
 def _create_local(settings: Settings, catalogue: Catalogue) -> Backend:

@@ -10,8 +10,10 @@ import secrets
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+from sandbox_api.config import Settings
+from sandbox_api.limits import InMemoryLimits, Limits
 from sandbox_api.models import ExecutionResult, LanguageInfo
-from sandbox_operator.runner_spec import InputFile
+from sandbox_contract.request import ExecutionRequest
 
 
 class BackendError(Exception):
@@ -25,16 +27,15 @@ def new_execution_id() -> str:
 
 @dataclass(frozen=True)
 class Execution:
-    """One validated request: the language is canonical, files normalised, limits resolved."""
+    """One resolved request (sandbox_contract.request.resolve_request), its id and its tenant."""
 
     id: str
     tenant: str
-    language: str
-    code: str
-    stdin: str | None
-    files: tuple[InputFile, ...]
-    timeout_seconds: int
-    max_memory_mb: int
+    request: ExecutionRequest
+
+    @property
+    def language(self) -> str:
+        return self.request.language.name
 
 
 class Backend(ABC):
@@ -69,3 +70,7 @@ class Backend(ABC):
     @abstractmethod
     def languages(self) -> list[LanguageInfo]:
         """The languages this backend runs, with the version that actually runs."""
+
+    def create_limits(self, settings: Settings) -> Limits:
+        """The per-key rate and concurrency limits that fit this backend: in memory by default."""
+        return InMemoryLimits(settings)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from sandbox_api.backends.cgroups import SandboxCgroup
 from sandbox_api.backends.seccomp import build_filter_bpf
-from sandbox_runner import RESULT_MARKER, ResultLineError, read_result
+from sandbox_runner import RESULT_MARKER, ResultLineError, read_result, runner_command
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def bwrap_argv(fds: DataFds, *, workdir: str) -> list[str]:
     argv += [
         "--remount-ro", "/",
         "--chdir", workdir, "--clearenv", "--setenv", "PATH", "/usr/bin:/bin",
-        "--", "python3", "-I", "-S", RUNNER_PATH_INSIDE, "-",
+        "--", *runner_command(RUNNER_PATH_INSIDE, "-"),
     ]
     return argv
 
@@ -160,12 +160,15 @@ def parse_result(stdout: bytes) -> dict | None:
         return None
 
 
-async def _read_capped(stream: asyncio.StreamReader, cap: int) -> bytes:
-    """Read to EOF, keeping at most `cap` bytes, so a misbehaving runner cannot exhaust our memory."""
+async def _read_capped(stream: asyncio.StreamReader, cap: int, *, until_result_line: bool = False) -> bytes:
+    """Read to EOF, or to a newline-terminated result line when `until_result_line`; at most `cap` bytes
+    are kept, so a misbehaving runner cannot exhaust our memory."""
     kept = bytearray()
     while chunk := await stream.read(65536):
         if len(kept) < cap:
             kept += chunk[: cap - len(kept)]
+        if until_result_line and kept.endswith(b"\n") and RESULT_MARKER_BYTES in kept:
+            break
     return bytes(kept)
 
 
@@ -217,7 +220,7 @@ async def run_spec(process: Process, spec: dict, *, result_cap: int) -> tuple[di
     try:
         async with asyncio.timeout(deadline):
             await _feed(process, json.dumps(spec).encode())
-            stdout = await _read_result_line(process.stdout, result_cap + 4096)
+            stdout = await _read_capped(process.stdout, result_cap + 4096, until_result_line=True)
             document = parse_result(stdout)
             if document is not None:
                 return document, ""
@@ -227,17 +230,6 @@ async def run_spec(process: Process, spec: dict, *, result_cap: int) -> tuple[di
         return None, f"the sandbox did not report within {deadline} s"
     finally:
         stderr.cancel()
-
-
-async def _read_result_line(stream: asyncio.StreamReader, cap: int) -> bytes:
-    """The runner's stdout up to its newline-terminated result line (or EOF), at most `cap` bytes kept."""
-    kept = bytearray()
-    while chunk := await stream.read(65536):
-        if len(kept) < cap:
-            kept += chunk[: cap - len(kept)]
-        if kept.endswith(b"\n") and RESULT_MARKER_BYTES in kept:
-            break
-    return bytes(kept)
 
 
 async def _feed(process: Process, data: bytes) -> None:

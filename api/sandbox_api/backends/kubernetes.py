@@ -16,12 +16,13 @@ from kubernetes.aio import client, watch
 
 from sandbox_api.backends.base import Backend, BackendError, Execution
 from sandbox_api.config import Settings
+from sandbox_api.limits import Limits
 from sandbox_api.models import EXECUTION_ID_PATTERN, ExecutionResult, LanguageInfo
-from sandbox_api.shared_limits import ANNOTATION_SPEC_BYTES, list_executions
-from sandbox_operator import contract
-from sandbox_operator.catalogue import Catalogue
-from sandbox_operator.kube import connect
-from sandbox_operator.outcomes import stored_size
+from sandbox_api.shared_limits import ANNOTATION_SPEC_BYTES, SharedLimits, list_executions
+from sandbox_contract import crd
+from sandbox_contract.catalogue import Catalogue
+from sandbox_contract.result import TERMINAL_PHASES, Result
+from sandbox_kube import connect
 
 log = logging.getLogger(__name__)
 
@@ -34,27 +35,18 @@ RETRY_DELAY_SECONDS = 1.0
 
 def resource_for(execution: Execution, *, retention_seconds: int) -> dict:
     """The SandboxExecution for a validated request; its name is the execution id."""
-    spec = {
-        "language": execution.language,
-        "code": execution.code,
-        "files": [{"name": f.path, "content": f.content, "encoding": f.encoding} for f in execution.files],
-        "timeoutSeconds": execution.timeout_seconds,
-        "maxMemoryMb": execution.max_memory_mb,
-        "ttlSecondsAfterFinished": retention_seconds,
-    }
-    if execution.stdin is not None:
-        spec["stdin"] = execution.stdin
+    spec = crd.execution_spec(execution.request, retention_seconds=retention_seconds)
     return {
-        "apiVersion": contract.API_VERSION,
-        "kind": contract.KIND,
+        "apiVersion": crd.API_VERSION,
+        "kind": crd.KIND,
         "metadata": {
             "name": execution.id,
             "labels": {
-                contract.LABEL_TENANT: contract.tenant_label_value(execution.tenant),
+                crd.LABEL_TENANT: crd.tenant_label_value(execution.tenant),
                 CREATED_BY_LABEL: CREATED_BY,
             },
             # Counted against the tenant's retained bytes (sandbox_api.shared_limits).
-            "annotations": {ANNOTATION_SPEC_BYTES: str(stored_size(spec))},
+            "annotations": {ANNOTATION_SPEC_BYTES: str(crd.stored_size(spec))},
         },
         "spec": spec,
     }
@@ -62,34 +54,14 @@ def resource_for(execution: Execution, *, retention_seconds: int) -> dict:
 
 def result_from_resource(resource: dict) -> ExecutionResult:
     """The API's result model from a SandboxExecution's status (pending until the operator acts)."""
-    status = resource.get("status") or {}
-    output_files = {}
-    for item in status.get("outputFiles") or []:
-        encoding = item.get("encoding", "utf-8")
-        output_files[item["name"]] = (
-            item["content"] if encoding == "utf-8" else {"content": item["content"], "encoding": encoding}
-        )
-    return ExecutionResult(
-        execution_id=resource["metadata"]["name"],
-        language=(resource.get("spec") or {}).get("language", ""),
-        status=status.get("phase") or contract.PHASE_PENDING,
-        reason=status.get("reason") or None,
-        stdout=status.get("stdout", ""),
-        stderr=status.get("stderr", ""),
-        exit_code=status.get("exitCode"),
-        signal=status.get("signal"),
-        oom_killed=bool(status.get("oomKilled")),
-        duration_ms=status.get("durationMs"),
-        memory_used_mb=status.get("memoryUsedMb"),
-        output_files=output_files,
-        stdout_truncated=bool(status.get("stdoutTruncated")),
-        stderr_truncated=bool(status.get("stderrTruncated")),
-        output_files_truncated=bool(status.get("outputFilesTruncated")),
+    return ExecutionResult.of(
+        Result.from_status(resource.get("status") or {}),
+        execution_id=resource["metadata"]["name"], language=(resource.get("spec") or {}).get("language", ""),
     )
 
 
 def _is_finished(resource: dict) -> bool:
-    return (resource.get("status") or {}).get("phase") in contract.TERMINAL_PHASES
+    return (resource.get("status") or {}).get("phase") in TERMINAL_PHASES
 
 
 class KubernetesBackend(Backend):
@@ -120,7 +92,7 @@ class KubernetesBackend(Backend):
         body = resource_for(execution, retention_seconds=self.retention_seconds)
         try:
             await self._objects.create_namespaced_custom_object(
-                contract.GROUP, contract.VERSION, self.namespace, contract.PLURAL, body
+                crd.GROUP, crd.VERSION, self.namespace, crd.PLURAL, body
             )
         except client.ApiException as error:
             raise BackendError(f"the cluster refused the execution ({error.status} {error.reason})") from None
@@ -133,14 +105,14 @@ class KubernetesBackend(Backend):
             return None  # never an execution of ours, and not a name to send to the API server
         try:
             resource = await self._objects.get_namespaced_custom_object(
-                contract.GROUP, contract.VERSION, self.namespace, contract.PLURAL, execution_id
+                crd.GROUP, crd.VERSION, self.namespace, crd.PLURAL, execution_id
             )
         except client.ApiException as error:
             if error.status == 404:
                 return None
             raise BackendError(f"the cluster could not be read ({error.status} {error.reason})") from None
         labels = resource.get("metadata", {}).get("labels") or {}
-        if labels.get(contract.LABEL_TENANT) != contract.tenant_label_value(tenant):
+        if labels.get(crd.LABEL_TENANT) != crd.tenant_label_value(tenant):
             return None
         return resource
 
@@ -188,13 +160,13 @@ class KubernetesBackend(Backend):
                 for item in listing:
                     if item.finished and item.name in self._waiters:
                         self._deliver(await self._objects.get_namespaced_custom_object(
-                            contract.GROUP, contract.VERSION, self.namespace, contract.PLURAL, item.name
+                            crd.GROUP, crd.VERSION, self.namespace, crd.PLURAL, item.name
                         ))
                 stream = watch.Watch()
                 async with stream:
                     async for event in stream.stream(
                         self._objects.list_namespaced_custom_object,
-                        contract.GROUP, contract.VERSION, self.namespace, contract.PLURAL,
+                        crd.GROUP, crd.VERSION, self.namespace, crd.PLURAL,
                         label_selector=selector, timeout_seconds=WATCH_SECONDS,
                         resource_version=version,
                     ):
@@ -209,13 +181,16 @@ class KubernetesBackend(Backend):
     async def ready(self) -> tuple[bool, str]:
         try:
             await self._objects.list_namespaced_custom_object(
-                contract.GROUP, contract.VERSION, self.namespace, contract.PLURAL, limit=1
+                crd.GROUP, crd.VERSION, self.namespace, crd.PLURAL, limit=1
             )
         except client.ApiException as error:
             return False, f"cannot list SandboxExecutions in namespace {self.namespace!r}: {error.status} {error.reason}"
         except OSError as error:
             return False, f"the cluster is unreachable: {error}"
         return True, f"kubernetes backend, namespace {self.namespace!r}"
+
+    def create_limits(self, settings: Settings) -> Limits:
+        return SharedLimits(settings)  # one key's share holds across every replica
 
     def languages(self) -> list[LanguageInfo]:
         return [

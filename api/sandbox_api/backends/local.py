@@ -36,8 +36,11 @@ from sandbox_api.backends.cgroups import SandboxCgroup, cgroups_usable, remove_s
 from sandbox_api.limits import FairSlots
 from sandbox_api.models import ExecutionResult, LanguageInfo
 from sandbox_api.store import ExecutionStore
-from sandbox_operator.catalogue import Catalogue, Language
-from sandbox_operator.runner_spec import DEFAULT_WORKDIR, ExecutionLimits, build_runner_spec
+from sandbox_contract.catalogue import Catalogue, Language
+from sandbox_contract.request import ExecutionLimits
+from sandbox_contract.result import Phase, Result
+from sandbox_contract.runner_spec import DEFAULT_WORKDIR, build_runner_spec
+from sandbox_runner import OUTPUT_LIMITS
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +201,7 @@ class LocalBackend(Backend):
     async def submit(self, execution: Execution) -> None:
         if execution.language not in self._versions:
             raise BackendError(f"language {execution.language!r} is not installed on this host")
-        self.store.add(execution.id, execution.tenant, _state(execution, "pending"))
+        self.store.add(execution.id, execution.tenant, _state(execution, Phase.PENDING))
         self._spawn(self._run(execution), execution.id)
 
     async def wait(self, execution_id: str, tenant: str, timeout_s: float) -> ExecutionResult | None:
@@ -209,34 +212,27 @@ class LocalBackend(Backend):
 
     async def _run(self, execution: Execution) -> None:
         async with self._workers.slot(execution.tenant):
-            self.store.update(execution.id, _state(execution, "running"))
+            self.store.update(execution.id, _state(execution, Phase.RUNNING))
             try:
                 result = await self._run_sandbox(execution)
             except asyncio.CancelledError:
-                self.store.update(execution.id, _state(execution, "error_setup", "the server shut down during the run"))
+                self.store.update(execution.id, _state(execution, Phase.ERROR_SETUP, "the server shut down during the run"))
                 raise
             except Exception:
                 log.exception("execution %s failed inside the local backend", execution.id)
-                result = _state(execution, "error_setup", "internal error while running the sandbox")
+                result = _state(execution, Phase.ERROR_SETUP, "internal error while running the sandbox")
             self.store.update(execution.id, result)
 
     async def _run_sandbox(self, execution: Execution) -> ExecutionResult:
-        language = self.catalogue.languages[execution.language]
         spec = build_runner_spec(
-            language=language,
-            code=execution.code,
-            stdin=execution.stdin,
-            files=execution.files,
-            timeout_seconds=execution.timeout_seconds,
-            max_memory_mb=execution.max_memory_mb,
+            execution.request,
             # Without cgroups the runner applies the process limit itself (rlimit).
             max_processes=None if self._use_cgroups else self.limits.max_processes,
-            output_limits=self.limits.output,
         )
-        sandbox = await self._take(execution.max_memory_mb)
+        sandbox = await self._take(execution.request.limits.max_memory_mb)
         self._replenish()
         try:
-            document, runner_stderr = await run_spec(sandbox.process, spec, result_cap=self.limits.output.result_bytes)
+            document, runner_stderr = await run_spec(sandbox.process, spec, result_cap=OUTPUT_LIMITS["result_bytes"])
             # The kernel counts an OOM kill when it happens, before the runner reports.
             oom_kills = sandbox.cgroup.oom_kills() if sandbox.cgroup is not None else 0
         finally:
@@ -245,22 +241,25 @@ class LocalBackend(Backend):
         return _result_from(execution, document, runner_stderr, oom_kills)
 
 
-def _state(execution: Execution, status: str, reason: str | None = None) -> ExecutionResult:
-    return ExecutionResult(execution_id=execution.id, language=execution.language, status=status, reason=reason)
+def _state(execution: Execution, status: Phase, reason: str | None = None) -> ExecutionResult:
+    return _answer(execution, Result(status=status, reason=reason, limits=execution.request.limits))
+
+
+def _answer(execution: Execution, result: Result) -> ExecutionResult:
+    return ExecutionResult.of(result, execution_id=execution.id, language=execution.language)
 
 
 def _result_from(execution: Execution, document: dict | None, runner_stderr: str, oom_kills: int) -> ExecutionResult:
     """The result, with the cgroup's verdict on memory where the runner could not see it."""
-    oom_reason = f"out of memory: exceeded the {execution.max_memory_mb} MB limit"
+    limits = execution.request.limits
+    oom_reason = f"out of memory: exceeded the {limits.max_memory_mb} MB limit"
     if document is None:
         if oom_kills:
-            return _state(execution, "error_runtime", oom_reason).model_copy(update={"oom_killed": True})
+            return _answer(execution, Result.failure(Phase.ERROR_RUNTIME, oom_reason, oom_killed=True, limits=limits))
         last_line = runner_stderr.strip().splitlines()[-1:] or ["no output"]
         log.warning("execution %s: the runner gave no result; its stderr: %s", execution.id, runner_stderr[-2000:])
-        return _state(execution, "error_setup", f"the sandbox failed without a result: {last_line[0][:300]}")
-    result = ExecutionResult.from_runner_result(
-        execution_id=execution.id, language=execution.language, document=document
-    )
-    if oom_kills and result.status == "error_runtime":
-        result = result.model_copy(update={"oom_killed": True, "reason": oom_reason})
-    return result
+        return _state(execution, Phase.ERROR_SETUP, f"the sandbox failed without a result: {last_line[0][:300]}")
+    result = Result.from_runner(document, limits)
+    if oom_kills and result.status == Phase.ERROR_RUNTIME:
+        result = result.replace(oom_killed=True, reason=oom_reason)
+    return _answer(execution, result)

@@ -1,8 +1,6 @@
-"""The shared execution contract: limits, input-file validation and the runner's spec document.
-
-Both backends (the local bubblewrap one and the Kubernetes operator) build the runner's spec here, so
-a request means the same thing wherever it runs. Standard library and the catalogue only: no HTTP,
-no pydantic, so the operator can use it straight from a SandboxExecution's spec.
+"""What a request means: its limits resolved against the configured defaults and maxima, its input
+files checked and normalised, its language found in the catalogue. One function, `resolve_request`,
+does all of it for the HTTP API and for the operator (a SandboxExecution someone applied by hand).
 """
 
 from __future__ import annotations
@@ -11,13 +9,11 @@ import base64
 import binascii
 import posixpath
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
-from sandbox_operator.catalogue import Language
+from sandbox_contract.catalogue import Catalogue, Language
+from sandbox_contract.settings import SettingError, check, setting, variable
 from sandbox_runner import CONTROL_CHARACTERS
-
-# Where the program runs inside the sandbox (bubblewrap mount point, or the pod's emptyDir).
-DEFAULT_WORKDIR = "/sandbox/work"
 
 ENCODINGS = ("utf-8", "base64")
 MAX_PATH_CHARS = 255
@@ -28,21 +24,15 @@ MAX_INPUT_FILES = 32
 
 
 class InvalidSpecError(ValueError):
-    """The request cannot become a runner spec; the message says what to change."""
+    """The request cannot become an execution; the message says what to change."""
 
 
 @dataclass(frozen=True)
-class OutputLimits:
-    """Output caps; the runner truncates beyond them and flags it."""
+class EffectiveLimits:
+    """The limits one execution runs under, as resolved; reported back in its result."""
 
-    stdout_bytes: int = 512 * 1024
-    stderr_bytes: int = 128 * 1024
-    output_files: int = 32
-    output_file_bytes: int = 256 * 1024
-    output_files_bytes: int = 512 * 1024
-    # stdout + stderr + files (base64 grows by 4/3) stay under this, so a result always fits in one
-    # Kubernetes object next to its spec (etcd refuses requests over ~1.5 MiB).
-    result_bytes: int = 1024 * 1024
+    timeout_seconds: int
+    max_memory_mb: int
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -50,19 +40,30 @@ class OutputLimits:
 
 @dataclass(frozen=True)
 class ExecutionLimits:
-    """Defaults and maxima for what a request may ask for."""
+    """Defaults and maxima for what a request may ask for; the API and the operator read them from the
+    same SANDBOX_* variables."""
 
-    default_timeout_seconds: int = 10
-    max_timeout_seconds: int = 60
-    default_memory_mb: int = 256
+    default_timeout_seconds: int = setting(10, "timeout when a request gives none", minimum=1)
+    max_timeout_seconds: int = setting(60, "largest timeout a request may ask for", minimum=1)
+    default_memory_mb: int = setting(256, "memory limit when a request gives none", minimum=1)
     min_memory_mb: int = 16
-    max_memory_mb: int = 1024
-    # Processes and threads per execution: enough for node's thread pool, too few for a fork bomb.
-    max_processes: int = 128
-    output: OutputLimits = field(default_factory=OutputLimits)
+    max_memory_mb: int = setting(1024, "largest memory limit a request may ask for", minimum=1)
+    # Enough for node's thread pool, too few for a fork bomb.
+    max_processes: int = setting(128, "processes and threads per execution", minimum=1)
 
-    def resolve(self, timeout_seconds: int | None, max_memory_mb: int | None) -> tuple[int, int]:
-        """The effective (timeout, memory) for a request; raises InvalidSpecError out of bounds."""
+    def __post_init__(self) -> None:
+        check(self)
+        for default, low, high in (
+            ("default_timeout_seconds", 1, "max_timeout_seconds"),
+            ("default_memory_mb", self.min_memory_mb, "max_memory_mb"),
+        ):
+            value, maximum = getattr(self, default), getattr(self, high)
+            if not low <= value <= maximum:
+                raise SettingError(f"{variable(type(self), default)} ({value}) must lie between {low} "
+                                   f"and {variable(type(self), high)} ({maximum})")
+
+    def resolve(self, timeout_seconds: int | None, max_memory_mb: int | None) -> EffectiveLimits:
+        """The effective limits for a request; raises InvalidSpecError out of bounds."""
         timeout = self.default_timeout_seconds if timeout_seconds is None else timeout_seconds
         memory = self.default_memory_mb if max_memory_mb is None else max_memory_mb
         if not 1 <= timeout <= self.max_timeout_seconds:
@@ -73,7 +74,7 @@ class ExecutionLimits:
             raise InvalidSpecError(
                 f"max_memory_mb must be between {self.min_memory_mb} and {self.max_memory_mb}, got {memory}"
             )
-        return timeout, memory
+        return EffectiveLimits(timeout_seconds=timeout, max_memory_mb=memory)
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,43 @@ class InputFile:
     path: str
     content: str
     encoding: str = "utf-8"
+
+
+@dataclass(frozen=True)
+class ExecutionRequest:
+    """A request that can run: the language found, the files normalised, the limits resolved."""
+
+    language: Language
+    code: str
+    stdin: str | None
+    files: tuple[InputFile, ...]
+    limits: EffectiveLimits
+
+
+def resolve_request(
+    *,
+    catalogue: Catalogue,
+    limits: ExecutionLimits,
+    language: str,
+    code: str,
+    stdin: str | None,
+    files: Iterable[InputFile],
+    timeout_seconds: int | None,
+    max_memory_mb: int | None,
+    offered: Iterable[str] | None = None,
+) -> ExecutionRequest:
+    """The request as it will run; InvalidSpecError says what to change.
+
+    `offered` narrows the catalogue to the languages a backend can run (the local one offers those
+    installed on its host).
+    """
+    found = catalogue.find(language)
+    names = sorted(catalogue.languages if offered is None else offered)
+    if found is None or found.name not in names:
+        raise InvalidSpecError(f"Unsupported language: {language!r} (supported: {', '.join(names)})")
+    effective = limits.resolve(timeout_seconds, max_memory_mb)
+    normalised = normalise_input_files(files, main_file=found.main_file)
+    return ExecutionRequest(language=found, code=code, stdin=stdin, files=tuple(normalised), limits=effective)
 
 
 def validate_file_path(path: str) -> str:
@@ -147,48 +185,3 @@ def normalise_input_files(files: Iterable[InputFile], *, main_file: str) -> list
     return list(normalised.values())
 
 
-def sandbox_environment(workdir: str) -> dict[str, str]:
-    """The program's whole environment: nothing is inherited from the host or the pod."""
-    return {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "HOME": workdir,
-        "TMPDIR": "/tmp",
-        "LANG": "C.UTF-8",
-        "LC_ALL": "C.UTF-8",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONUNBUFFERED": "1",
-    }
-
-
-def build_runner_spec(
-    *,
-    language: Language,
-    code: str,
-    stdin: str | None,
-    files: Iterable[InputFile],
-    timeout_seconds: int,
-    max_memory_mb: int | None,
-    workdir: str = DEFAULT_WORKDIR,
-    max_processes: int | None = None,
-    output_limits: OutputLimits = OutputLimits(),
-) -> dict:
-    """The runner's spec document (docs/runner-protocol.md); the code becomes `language.main_file`.
-
-    `max_processes` is for the rlimit fallback only: pass None when a cgroup or the kubelet limits
-    the process count.
-    """
-    if not posixpath.isabs(workdir):
-        raise InvalidSpecError(f"workdir must be absolute, got {workdir!r}")
-    inputs = normalise_input_files(files, main_file=language.main_file)
-    main = InputFile(path=language.main_file, content=code, encoding="utf-8")
-    return {
-        "command": language.argv(posixpath.join(workdir, language.main_file)),
-        "workdir": workdir,
-        "files": [asdict(file) for file in (main, *inputs)],
-        "stdin": stdin,
-        "timeout_seconds": timeout_seconds,
-        "max_memory_mb": max_memory_mb,
-        "max_processes": max_processes,
-        "env": sandbox_environment(workdir),
-        "limits": output_limits.as_dict(),
-    }

@@ -87,5 +87,5 @@ def load_catalogue(path: str | os.PathLike[str] | None = None) -> Catalogue:
     path = path or os.environ.get(LANGUAGES_FILE_ENV)
     if path:
         return parse_catalogue(Path(path).read_text(), source=str(path))
-    shipped = resources.files("sandbox_operator").joinpath("languages.yaml")
+    shipped = resources.files("sandbox_contract").joinpath("languages.yaml")
     return parse_catalogue(shipped.read_text(), source="languages.yaml (shipped)")

@@ -1,4 +1,4 @@
-"""The shared contract: file-name validation, limits, and the runner's spec document."""
+"""The shared contract: file-name validation, limits, one resolution of a request, the runner's spec."""
 
 from __future__ import annotations
 
@@ -6,17 +6,27 @@ import base64
 
 import pytest
 
-from sandbox_operator.catalogue import load_catalogue
-from sandbox_operator.runner_spec import (
+from sandbox_contract.catalogue import load_catalogue
+from sandbox_contract.crd import STATUS_BUDGET_BYTES
+from sandbox_contract.request import (
+    EffectiveLimits,
     ExecutionLimits,
     InputFile,
     InvalidSpecError,
-    build_runner_spec,
     normalise_input_files,
+    resolve_request,
     validate_file_path,
 )
+from sandbox_contract.runner_spec import build_runner_spec
+from sandbox_runner import OUTPUT_LIMITS
 
-PYTHON = load_catalogue().find("python")
+CATALOGUE = load_catalogue()
+
+
+def resolve(**fields):
+    request = {"language": "python", "code": "", "stdin": None, "files": [], "timeout_seconds": None,
+               "max_memory_mb": None, **fields}
+    return resolve_request(catalogue=CATALOGUE, limits=ExecutionLimits(), **request)
 
 
 @pytest.mark.parametrize("given,expected", [
@@ -68,18 +78,41 @@ def test_files_clashing_with_each_other_or_the_code_are_refused():
 
 def test_limits_default_and_bounds():
     limits = ExecutionLimits()
-    assert limits.resolve(None, None) == (10, 256)
-    assert limits.resolve(60, 1024) == (60, 1024)
+    assert limits.resolve(None, None) == EffectiveLimits(timeout_seconds=10, max_memory_mb=256)
+    assert limits.resolve(60, 1024) == EffectiveLimits(timeout_seconds=60, max_memory_mb=1024)
     for timeout, memory in [(0, None), (61, None), (None, 15), (None, 1025)]:
         with pytest.raises(InvalidSpecError):
             limits.resolve(timeout, memory)
 
 
+@pytest.mark.parametrize("fields", [
+    {"default_timeout_seconds": 61}, {"default_memory_mb": 2048}, {"default_memory_mb": 8}, {"default_timeout_seconds": 0},
+])
+def test_limits_whose_default_lies_outside_their_bounds_are_refused(fields):
+    with pytest.raises(ValueError):
+        ExecutionLimits(**fields)
+
+
+def test_a_request_is_resolved_once_for_both_programs():
+    request = resolve(language=" PY ", code="print(1)", files=[InputFile("./a.txt", "x")], timeout_seconds=5)
+    assert request.language.name == "python"
+    assert request.files == (InputFile("a.txt", "x"),)
+    assert request.limits == EffectiveLimits(timeout_seconds=5, max_memory_mb=256)
+    with pytest.raises(InvalidSpecError, match=r"Unsupported language: 'cobol' \(supported: bash, javascript, python\)"):
+        resolve(language="cobol")
+    with pytest.raises(InvalidSpecError, match=r"\(supported: bash\)"):
+        resolve_request(catalogue=CATALOGUE, limits=ExecutionLimits(), language="python", code="", stdin=None,
+                        files=[], timeout_seconds=None, max_memory_mb=None, offered=["bash"])
+    with pytest.raises(InvalidSpecError, match="max_memory_mb must be between 16 and 1024, got 0"):
+        resolve(max_memory_mb=0)
+
+
 def test_spec_document_follows_the_runner_protocol():
     blob = base64.b64encode(b"\x00\xff").decode()
     spec = build_runner_spec(
-        language=PYTHON, code="print(1)", stdin="in", files=[InputFile("./d/x.bin", blob, "base64")],
-        timeout_seconds=5, max_memory_mb=64, workdir="/w",
+        resolve(code="print(1)", stdin="in", files=[InputFile("./d/x.bin", blob, "base64")],
+                timeout_seconds=5, max_memory_mb=64),
+        workdir="/w",
     )
     assert spec["command"] == ["python3", "/w/main.py"]
     assert spec["workdir"] == "/w"
@@ -89,13 +122,12 @@ def test_spec_document_follows_the_runner_protocol():
     ]
     assert (spec["stdin"], spec["timeout_seconds"], spec["max_memory_mb"], spec["max_processes"]) == ("in", 5, 64, None)
     assert spec["env"]["HOME"] == "/w" and "PATH" in spec["env"]
-    assert spec["limits"]["result_bytes"] == 1024 * 1024
-    assert set(spec["limits"]) == {"stdout_bytes", "stderr_bytes", "output_files", "output_file_bytes",
-                                   "output_files_bytes", "result_bytes"}
+    assert "limits" not in spec  # the output caps are the runner's own
 
 
 def test_a_request_and_its_result_fit_in_one_kubernetes_object():
     from sandbox_api.config import Settings
 
     # etcd refuses requests over ~1.5 MiB; the custom resource carries the request and the result.
-    assert Settings().max_body_bytes + ExecutionLimits().output.result_bytes < 1.5 * 1024 * 1024 - 64 * 1024
+    assert Settings().max_body_bytes + OUTPUT_LIMITS["result_bytes"] < 1.5 * 1024 * 1024 - 64 * 1024
+    assert OUTPUT_LIMITS["result_bytes"] <= STATUS_BUDGET_BYTES

@@ -1,0 +1,123 @@
+"""The OpenAPI document of one app: what a request may hold, as this server decides it.
+
+The request models are the same for every server; what a request may ask for is not. The document
+FastAPI builds from the models is amended here with this server's bounds, defaults and languages,
+and with the input-file rules of sandbox_contract.request, so that a schema-valid request is one the
+server accepts and a generated client knows the limits. The server still enforces all of it itself,
+with its own 400 messages; the models stay loose so those messages stay the server's.
+
+What JSON Schema cannot say is left out: input files that collide once normalised (`a` and `./a`,
+a file that is also another's directory, a file named as the language's code file), a name
+component's length in UTF-8 bytes, sizes once stored, and that languages match ignoring case.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from fastapi import FastAPI
+
+from sandbox_api.state import AppState
+from sandbox_contract.request import MAX_INPUT_FILES, MAX_PATH_CHARS, MAX_PATH_DEPTH
+from sandbox_runner import CONTROL_CHARACTERS
+
+REQUEST_SCHEMA = "ExecuteRequest"
+# The shortest timeout a request may ask for; sandbox_contract's ExecutionLimits.resolve has it too.
+MIN_TIMEOUT_SECONDS = 1
+
+# What base64.b64decode(validate=True) accepts: whole groups of four, then padding; after whole
+# groups any number of `=` (Python ignores them).
+BASE64_PATTERN = (
+    r"^(?:(?:[A-Za-z0-9+/]{4})+=*|(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=))?$"
+)
+
+
+def install_openapi(app: FastAPI, state: AppState) -> None:
+    """Serve `app`'s document with the request schema bound to `state`'s limits and languages."""
+    build_generic = app.openapi  # FastAPI's own, from the models alone; it caches its document
+    built: dict[tuple[str, ...], dict[str, Any]] = {}
+
+    def openapi() -> dict[str, Any]:
+        languages = offered_language_names(state)
+        if languages not in built:
+            built.clear()
+            built[languages] = bind_request_schema(build_generic(), state, languages)
+        return built[languages]
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def offered_language_names(state: AppState) -> tuple[str, ...]:
+    """Every name and alias a request may give, in the spelling the catalogue gives them.
+
+    The backend's languages once it has started (the local one offers those installed on its host);
+    the catalogue's before then, when no request is served anyway.
+    """
+    offered = state.backend.languages() or list(state.catalogue.languages.values())
+    names = []
+    for language in offered:
+        names.extend(name.lower() for name in (language.name, *language.aliases))
+    return tuple(dict.fromkeys(names))
+
+
+def bind_request_schema(generic: dict[str, Any], state: AppState, languages: tuple[str, ...]) -> dict[str, Any]:
+    """A copy of `generic` whose ExecuteRequest states this server's bounds, defaults and languages."""
+    document = copy.deepcopy(generic)
+    limits = state.settings.limits()
+    properties = document["components"]["schemas"][REQUEST_SCHEMA]["properties"]
+    properties["language"]["enum"] = list(languages)
+    properties["language"]["description"] = (
+        "A language name or alias (`GET /api/sandbox/languages`), matched ignoring case and surrounding "
+        "whitespace."
+    )
+    timeout, memory = properties["timeout_seconds"], properties["max_memory_mb"]
+    _branch(timeout, "integer").update(minimum=MIN_TIMEOUT_SECONDS, maximum=limits.max_timeout_seconds)
+    timeout["description"] = (f"Wall-clock limit in seconds, {MIN_TIMEOUT_SECONDS} to {limits.max_timeout_seconds}; "
+                              f"{limits.default_timeout_seconds} when absent or null.")
+    _branch(memory, "integer").update(minimum=limits.min_memory_mb, maximum=limits.max_memory_mb)
+    memory["description"] = (f"Memory limit in MB, {limits.min_memory_mb} to {limits.max_memory_mb}; "
+                             f"{limits.default_memory_mb} when absent or null.")
+    _state_input_file_rules(_branch(properties["files"], "object"))
+    return document
+
+
+def _state_input_file_rules(files: dict[str, Any]) -> None:
+    """The rules of sandbox_contract.request.validate_file_path and file_bytes, as JSON Schema."""
+    files.update(maxProperties=MAX_INPUT_FILES, propertyNames={
+        "minLength": 1,
+        "maxLength": MAX_PATH_CHARS,
+        "pattern": input_path_pattern(),
+        "description": f"A relative path of at most {MAX_PATH_DEPTH} names, none `..`; `.` and empty "
+                       "names are dropped. No control characters, no backslash.",
+    })
+    encoded = next(branch for branch in files["additionalProperties"]["anyOf"] if "$ref" in branch)
+    encoded.update({
+        "if": {"properties": {"encoding": {"const": "base64"}}, "required": ["encoding"]},
+        "then": {"properties": {"content": {"pattern": BASE64_PATTERN}}},
+    })
+
+
+def input_path_pattern() -> str:
+    """Names that validate_file_path accepts, but for a component's length in UTF-8 bytes."""
+    forbidden = _ranges(sorted(CONTROL_CHARACTERS)) + r"\\/"
+    char = f"[^{forbidden}]"
+    name = rf"(?:\.?[^{forbidden}.]{char}*|\.\.{char}+)"  # neither `.` nor `..`
+    dropped = r"(?:\.?/)*"  # empty and `.` names, each with its slash
+    return rf"^(?:\./{dropped})?{name}(?:/{dropped}{name}){{0,{MAX_PATH_DEPTH - 1}}}(?:/\.?)*$"
+
+
+def _ranges(codepoints: list[int]) -> str:
+    """A regular-expression character class body for sorted `codepoints`, e.g. `\\u0000-\\u001f`."""
+    runs: list[list[int]] = []
+    for point in codepoints:
+        if runs and point == runs[-1][1] + 1:
+            runs[-1][1] = point
+        else:
+            runs.append([point, point])
+    return "".join(rf"\u{low:04x}" + (rf"-\u{high:04x}" if high > low else "") for low, high in runs)
+
+
+def _branch(schema: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The `kind` branch of an optional field's schema (`anyOf: [kind, null]`)."""
+    return next(branch for branch in schema.get("anyOf", [schema]) if branch.get("type") == kind)

@@ -1,0 +1,133 @@
+"""The SandboxExecution resource as the operator and the API's Kubernetes backend share it.
+
+Its names, labels, annotations and condition types; its spec written from a request and read back
+into one; and the sizes the API server will store, so neither side writes what etcd would refuse.
+The CRD itself is charts/code-sandbox/crds/sandboxexecutions.yaml (the single source; manifests/ is
+rendered from the chart), and a unit test checks its status schema against `Result`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+from sandbox_contract.catalogue import Catalogue
+from sandbox_contract.request import ExecutionLimits, ExecutionRequest, InputFile, resolve_request
+from sandbox_contract.result import Phase
+
+GROUP = "sandbox.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "SandboxExecution"
+PLURAL = "sandboxexecutions"
+
+# Condition types. `kubectl wait --for=condition=Finished` waits for any outcome;
+# `--for=condition=Succeeded` only for exit code 0.
+CONDITION_STARTED = "Started"
+CONDITION_FINISHED = "Finished"
+CONDITION_SUCCEEDED = "Succeeded"
+
+# Condition reasons (CamelCase, as Kubernetes requires) for each terminal phase.
+CONDITION_REASONS = {
+    Phase.COMPLETED: "Completed",
+    Phase.ERROR_RUNTIME: "RuntimeError",
+    Phase.TIMEOUT: "Timeout",
+    Phase.ERROR_SETUP: "SetupError",
+}
+
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "sandbox-operator"
+LABEL_EXECUTION = f"{GROUP}/execution"
+LABEL_LANGUAGE = f"{GROUP}/language"
+# Every sandbox pod carries this label; the namespace's default-deny NetworkPolicy selects it.
+LABEL_SANDBOX = f"{GROUP}/sandbox"
+# The API records the tenant as a hash (never the key) so GET can refuse another tenant's execution.
+LABEL_TENANT = f"{GROUP}/tenant"
+
+# The operator records the size of the stored status (as the API server serialises it) here, so the
+# API can sum a tenant's retained result bytes from a metadata-only LIST.
+ANNOTATION_RESULT_BYTES = f"{GROUP}/result-bytes"
+
+NETWORK_POLICY_NAME = "sandbox-default-deny"
+CHILD_PREFIX = "sbx-"
+
+_LABEL_VALUE_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def child_name(execution_name: str) -> str:
+    """The ConfigMap's and Job's name: deterministic, so a restarted operator gets 409, not a twin."""
+    return CHILD_PREFIX + execution_name
+
+
+def tenant_label_value(tenant: str) -> str:
+    """A label value identifying the tenant without revealing it (label values max 63 chars)."""
+    return hashlib.sha256(tenant.encode("utf-8")).hexdigest()[:40]
+
+
+def label_value(text: str) -> str:
+    """`text` as a valid label value: unsafe characters replaced, at most 63 characters."""
+    cleaned = _LABEL_VALUE_UNSAFE.sub("_", text)[:63].strip("_.-")
+    return cleaned or "unknown"
+
+
+# --- the spec ------------------------------------------------------------------------------------
+
+
+def execution_spec(request: ExecutionRequest, *, retention_seconds: int) -> dict:
+    """A SandboxExecution's spec for a resolved request (the limits written resolved)."""
+    spec = {
+        "language": request.language.name,
+        "code": request.code,
+        "files": [{"name": f.path, "content": f.content, "encoding": f.encoding} for f in request.files],
+        "timeoutSeconds": request.limits.timeout_seconds,
+        "maxMemoryMb": request.limits.max_memory_mb,
+        "ttlSecondsAfterFinished": retention_seconds,
+    }
+    if request.stdin is not None:
+        spec["stdin"] = request.stdin
+    return spec
+
+
+def request_from_spec(spec: dict, *, catalogue: Catalogue, limits: ExecutionLimits) -> ExecutionRequest:
+    """The request a SandboxExecution's spec makes; InvalidSpecError says what is wrong with it."""
+    return resolve_request(
+        catalogue=catalogue, limits=limits, language=spec.get("language", ""), code=spec.get("code", ""),
+        stdin=spec.get("stdin"), timeout_seconds=spec.get("timeoutSeconds"), max_memory_mb=spec.get("maxMemoryMb"),
+        files=[InputFile(path=item["name"], content=item.get("content", ""), encoding=item.get("encoding", "utf-8"))
+               for item in spec.get("files") or []],
+    )
+
+
+# --- sizes as the API server stores them -----------------------------------------------------------
+
+# The most a status may take, both as the API server stores it and as the operator sends it: well
+# under etcd's request limit (1.5 MiB by default, for the whole object), leaving room for the spec.
+STATUS_BUDGET_BYTES = 1024 * 1024
+# The code, stdin and files as a spec stores them, at most: with its status and metadata, the
+# object stays under etcd's 1.5 MiB. The API refuses more (413) on both backends alike.
+MAX_STORED_REQUEST_BYTES = 1536 * 1024 - STATUS_BUDGET_BYTES - 128 * 1024
+# Characters Go's encoding/json writes as a six-byte \u escape although they are one or three
+# bytes of UTF-8, so the extra bytes each costs in storage.
+_GO_ESCAPE_EXTRA = {"<": 5, ">": 5, "&": 5, "\u2028": 3, "\u2029": 3}
+
+
+def stored_size(value: object) -> int:
+    """Bytes of `value` as JSON the way the API server stores it (Go's encoding/json).
+
+    Non-ASCII is written as UTF-8; `<`, `>`, `&`, U+2028 and U+2029 as \\u escapes; control
+    characters as \\n-style or \\u00XX escapes; invalid UTF-8 (a lone surrogate here) as U+FFFD.
+    Python's compact UTF-8 JSON agrees on everything but the five characters of _GO_ESCAPE_EXTRA.
+    """
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return len(text.encode("utf-8", "surrogatepass")) + sum(text.count(char) * extra for char, extra in _GO_ESCAPE_EXTRA.items())
+
+
+def sent_size(value: object) -> int:
+    """Bytes of `value` in the request body the Kubernetes client sends (json.dumps: ASCII-only escapes)."""
+    return len(json.dumps(value))
+
+
+def stored_request_size(request: ExecutionRequest) -> int:
+    """What the request's code, stdin and files take once stored (compared with MAX_STORED_REQUEST_BYTES)."""
+    return stored_size([request.code, request.stdin, [(f.path, f.content) for f in request.files]])

@@ -1,0 +1,51 @@
+"""The runner's spec document (docs/runner-protocol.md) for a resolved request: both backends build
+it here, so a request means the same thing wherever it runs.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import asdict
+
+from sandbox_contract.request import ExecutionRequest, InputFile, InvalidSpecError
+
+# Where the program runs inside the sandbox (bubblewrap mount point, or the pod's emptyDir).
+DEFAULT_WORKDIR = "/sandbox/work"
+
+
+def sandbox_environment(workdir: str) -> dict[str, str]:
+    """The program's whole environment: nothing is inherited from the host or the pod."""
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": workdir,
+        "TMPDIR": "/tmp",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def build_runner_spec(
+    request: ExecutionRequest, *, workdir: str = DEFAULT_WORKDIR, max_processes: int | None = None
+) -> dict:
+    """The runner's spec for `request`; the code becomes the language's main file. The output caps
+    are the runner's own (sandbox_runner.OUTPUT_LIMITS), so the spec does not repeat them.
+
+    `max_processes` is for the rlimit fallback only: pass None when a cgroup or the kubelet limits
+    the process count.
+    """
+    if not posixpath.isabs(workdir):
+        raise InvalidSpecError(f"workdir must be absolute, got {workdir!r}")
+    language = request.language
+    main = InputFile(path=language.main_file, content=request.code, encoding="utf-8")
+    return {
+        "command": language.argv(posixpath.join(workdir, language.main_file)),
+        "workdir": workdir,
+        "files": [asdict(file) for file in (main, *request.files)],
+        "stdin": request.stdin,
+        "timeout_seconds": request.limits.timeout_seconds,
+        "max_memory_mb": request.limits.max_memory_mb,
+        "max_processes": max_processes,
+        "env": sandbox_environment(workdir),
+    }
