@@ -15,27 +15,33 @@ ensure_go() {
   command -v go >/dev/null || die "no Go toolchain found; install Go 1.24 or newer"
 }
 
-# go_build OUT_DIR MODULE LDFLAGS TARGET...: TARGET is "package" (binary named by go) or "name=package".
-go_build() {
-  local out=$1 module=$2 ldflags=$3 target
-  shift 3
+# build_once OUT BUILDER ARG...: unless OUT exists, runs BUILDER OUT.tmp ARG..., then renames OUT.tmp
+# to OUT: a directory named OUT is always a finished build.
+build_once() {
+  local out=$1 builder=$2
+  shift 2
   if [ -d "$out" ]; then
     log "    cached: $out"
     return 0
   fi
-  ensure_go
   rm -rf "$out.tmp"
   mkdir -p "$out.tmp"
-  log "    building into $out (cold builds take minutes; log: $out.tmp/build.log)"
-  for target in "$@"; do
-    local dest="$out.tmp/" package=$target
-    if [[ $target == *=* ]]; then dest="$out.tmp/${target%%=*}"; package=${target#*=}; fi
-    (cd "$HACK_DIR/build/$module" &&
-      CGO_ENABLED=0 nice go build -trimpath -ldflags "-s -w $ldflags" -o "$dest" "$package") \
-      >>"$out.tmp/build.log" 2>&1 || { tail -n 30 "$out.tmp/build.log" >&2; die "go build of $package failed"; }
-  done
-  rm -f "$out.tmp/build.log"
+  "$builder" "$out.tmp" "$@"
   mv "$out.tmp" "$out"
+}
+
+# go_build DIR MODULE COLD_TIME LDFLAGS PACKAGE...|NAME=PACKAGE: one `go build` in hack/build/MODULE into
+# DIR. Several packages build together, so what they share compiles once; go names their binaries.
+go_build() {
+  local dir=$1 module=$2 cold_time=$3 ldflags=$4 output=$1/
+  shift 4
+  if [[ $# -eq 1 && $1 == *=* ]]; then output=$dir/${1%%=*}; set -- "${1#*=}"; fi
+  ensure_go
+  log "    building into ${dir%.tmp} (cold builds take $cold_time; log: $dir/build.log)"
+  (cd "$HACK_DIR/build/$module" &&
+    CGO_ENABLED=0 nice go build -trimpath -ldflags "-s -w $ldflags" -o "$output" "$@") \
+    >"$dir/build.log" 2>&1 || { tail -n 30 "$dir/build.log" >&2; die "go build of $* failed"; }
+  rm -f "$dir/build.log"
 }
 
 kubernetes_ldflags() {
@@ -49,53 +55,35 @@ kubernetes_ldflags() {
 }
 
 build_kubernetes() {
-  # All six in one `go build` so shared packages compile once.
-  if [ ! -d "$KUBERNETES_BIN" ]; then
-    ensure_go
-    rm -rf "$KUBERNETES_BIN.tmp"
-    mkdir -p "$KUBERNETES_BIN.tmp"
-    log "    building Kubernetes $KUBERNETES_VERSION (cold: 20-40 min on 2 cores; log: $KUBERNETES_BIN.tmp/build.log)"
-    (cd "$HACK_DIR/build/kubernetes" && CGO_ENABLED=0 nice go build -trimpath \
-      -ldflags "-s -w $(kubernetes_ldflags)" -o "$KUBERNETES_BIN.tmp/" \
-      k8s.io/kubernetes/cmd/{kube-apiserver,kube-controller-manager,kube-scheduler,kubelet,kube-proxy,kubectl}) \
-      >"$KUBERNETES_BIN.tmp/build.log" 2>&1 || { tail -n 30 "$KUBERNETES_BIN.tmp/build.log" >&2; die "Kubernetes build failed"; }
-    rm -f "$KUBERNETES_BIN.tmp/build.log"
-    mv "$KUBERNETES_BIN.tmp" "$KUBERNETES_BIN"
-  else
-    log "    cached: $KUBERNETES_BIN"
-  fi
+  build_once "$KUBERNETES_BIN" go_build kubernetes "20-40 min on 2 cores" "$(kubernetes_ldflags)" \
+    k8s.io/kubernetes/cmd/{kube-apiserver,kube-controller-manager,kube-scheduler,kubelet,kube-proxy,kubectl}
 }
 
 build_etcd() {
-  go_build "$ETCD_BIN" etcd "" \
+  build_once "$ETCD_BIN" go_build etcd minutes "" \
     "etcd=go.etcd.io/etcd/server/v3"
 }
 
 build_helm() {
-  go_build "$HELM_BIN" helm "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
+  build_once "$HELM_BIN" go_build helm minutes "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
     "helm=helm.sh/helm/v3/cmd/helm"
 }
 
 # Only its NetworkPolicy firewall runs: kube-network-policies needs nftables' queue expression, which
 # this kernel lacks (CONFIG_NFT_QUEUE unset); kube-router uses iptables and ipset.
 build_kube_router() {
-  go_build "$KUBE_ROUTER_BIN" kube-router "-X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$KUBE_ROUTER_VERSION" \
+  build_once "$KUBE_ROUTER_BIN" go_build kube-router minutes "-X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$KUBE_ROUTER_VERSION" \
     "kube-router=github.com/cloudnativelabs/kube-router/v2/cmd/kube-router"
 }
 
-build_pause() {
-  if [ -d "$PAUSE_BIN" ]; then
-    log "    cached: $PAUSE_BIN"
-    return 0
-  fi
+build_pause() { build_once "$PAUSE_BIN" compile_pause; }
+
+compile_pause() { # DIR
   ensure_debian_packages gcc libc6-dev
   local source="$GOMODCACHE/k8s.io/kubernetes@$KUBERNETES_VERSION/build/pause/linux/pause.c"
   [ -f "$source" ] || (cd "$HACK_DIR/build/kubernetes" && ensure_go && go mod download k8s.io/kubernetes)
-  rm -rf "$PAUSE_BIN.tmp"
-  mkdir -p "$PAUSE_BIN.tmp"
-  gcc -Os -Wall -Werror -static -DVERSION="v$PAUSE_VERSION" -o "$PAUSE_BIN.tmp/pause" "$source"
-  strip "$PAUSE_BIN.tmp/pause"
-  mv "$PAUSE_BIN.tmp" "$PAUSE_BIN"
+  gcc -Os -Wall -Werror -static -DVERSION="v$PAUSE_VERSION" -o "$1/pause" "$source"
+  strip "$1/pause"
 }
 
 main() {

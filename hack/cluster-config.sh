@@ -16,17 +16,17 @@ POD_NETWORK=sandbox-pods
 SERVICE_CIDR=10.96.0.0/16
 KUBERNETES_SERVICE_IP=10.96.0.1
 APISERVER_URL=https://$APISERVER_IP:6443
-RUN_DIR=/run/sandbox-cluster
-CONTAINERD_SOCKET=$RUN_DIR/containerd.sock
 PKI=$SANDBOX_CLUSTER_DIR/pki
 CONF=$SANDBOX_CLUSTER_DIR/config
 ADMIN_KUBECONFIG=$SANDBOX_CLUSTER_DIR/kubeconfig
+
+new_key() { openssl genrsa -out "$PKI/$1.key" 2048 2>/dev/null; } # NAME
 
 # issue_cert NAME SUBJECT [SUBJECT_ALT_NAMES]: a key and a certificate signed by the cluster CA.
 issue_cert() {
   local name=$1 subject=$2 sans=${3:-} ext
   [ -f "$PKI/$name.crt" ] && return 0
-  openssl genrsa -out "$PKI/$name.key" 2048 2>/dev/null
+  new_key "$name"
   openssl req -new -key "$PKI/$name.key" -subj "$subject" -out "$PKI/$name.csr" 2>/dev/null
   ext="$PKI/$name.ext"
   {
@@ -44,7 +44,7 @@ write_certificates() {
   mkdir -p "$PKI"
   chmod 700 "$PKI"
   if [ ! -f "$PKI/ca.crt" ]; then
-    openssl genrsa -out "$PKI/ca.key" 2048 2>/dev/null
+    new_key ca
     openssl req -x509 -new -key "$PKI/ca.key" -subj "/CN=sandbox-cluster-ca" -days 3650 \
       -addext "keyUsage=critical,keyCertSign,cRLSign" -out "$PKI/ca.crt" 2>/dev/null
   fi
@@ -58,7 +58,7 @@ write_certificates() {
   issue_cert kube-proxy "/CN=system:kube-proxy"
   issue_cert kube-router "/CN=system:kube-router"
   # One key pair signs and verifies service account tokens.
-  [ -f "$PKI/service-account.key" ] || openssl genrsa -out "$PKI/service-account.key" 2048 2>/dev/null
+  [ -f "$PKI/service-account.key" ] || new_key service-account
   openssl rsa -in "$PKI/service-account.key" -pubout -out "$PKI/service-account.pub" 2>/dev/null
 }
 
@@ -142,11 +142,10 @@ EOF
 write_component_configs() {
   mkdir -p "$CONF"
   write_kubeconfig "$ADMIN_KUBECONFIG" admin
-  write_kubeconfig "$CONF/controller-manager.kubeconfig" controller-manager
-  write_kubeconfig "$CONF/scheduler.kubeconfig" scheduler
-  write_kubeconfig "$CONF/kubelet.kubeconfig" kubelet
-  write_kubeconfig "$CONF/kube-proxy.kubeconfig" kube-proxy
-  write_kubeconfig "$CONF/kube-router.kubeconfig" kube-router
+  local component
+  for component in controller-manager scheduler kubelet kube-proxy kube-router; do
+    write_kubeconfig "$CONF/$component.kubeconfig" "$component"
+  done
   cat >"$CONF/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration

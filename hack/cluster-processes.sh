@@ -5,6 +5,10 @@
 # shellcheck shell=bash
 
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy kube-router)
+# What kube-proxy, the kubelet, kube-router and the CNI bridge plugin add to the host: every iptables
+# chain is KUBE-* or CNI-*, every ipset kube-router's.
+CLUSTER_RULES='KUBE-|CNI-'
+CLUSTER_IPSETS='^(inet6:)?(KUBE-|kube-router)'
 
 # start_component NAME host|netns CMD...: a daemon in its own session, logging to logs/NAME.log.
 start_component() {
@@ -29,10 +33,12 @@ start_component() {
   done
 }
 
+component_pid() { cat "$RUN_DIR/$1.pid" 2>/dev/null; }
+
 # A pid file alone is not trusted: the process must exist and be the component's program.
 component_running() {
   local pid
-  pid=$(cat "$RUN_DIR/$1.pid" 2>/dev/null) || return 1
+  pid=$(component_pid "$1") || return 1
   [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -- "$1" >/dev/null
 }
 
@@ -45,7 +51,7 @@ all_components_running() {
 stop_components() {
   local name pids=() pid deadline
   for name in "$@"; do
-    if component_running "$name"; then pids+=("$(cat "$RUN_DIR/$name.pid")"); fi
+    if component_running "$name"; then pids+=("$(component_pid "$name")"); fi
   done
   [ ${#pids[@]} -eq 0 ] || kill -TERM "${pids[@]}" 2>/dev/null || true
   deadline=$((SECONDS + 5)) # a development cluster: no long graceful shutdowns
@@ -73,14 +79,18 @@ stop_all_containers() {
 
 # Every container process lives under the kubepods cgroup, even when nothing supervises it any more
 # (containerd and the kubelet killed by the end of a session, say).
-kill_pod_processes() {
-  local dir procs
+pod_processes() {
+  local dir
   for dir in /sys/fs/cgroup/pids/kubepods /sys/fs/cgroup/kubepods; do
-    [ -d "$dir" ] || continue
-    procs=$(find "$dir" -name cgroup.procs -exec cat {} + 2>/dev/null)
-    # shellcheck disable=SC2086 # one argument per pid
-    [ -z "$procs" ] || kill -KILL $procs 2>/dev/null || true
+    [ ! -d "$dir" ] || find "$dir" -name cgroup.procs -exec cat {} + 2>/dev/null || true
   done
+}
+
+kill_pod_processes() {
+  local procs
+  procs=$(pod_processes)
+  # shellcheck disable=SC2086 # one argument per pid
+  [ -z "$procs" ] || kill -KILL $procs 2>/dev/null || true
 }
 
 # Shims of our containerd that outlived it (they are identified by our socket in their arguments).
@@ -91,9 +101,15 @@ kill_leftover_shims() {
   [ -z "$pids" ] || kill -KILL $pids 2>/dev/null || true
 }
 
+cluster_mounts() {
+  awk '{print $2}' /proc/self/mounts | grep -E "^($SANDBOX_CLUSTER_DIR|$RUN_DIR)(/|$)" || true
+}
+
+cluster_ipsets() { ipset list -n 2>/dev/null | grep -E "$CLUSTER_IPSETS" || true; }
+
 unmount_state() {
   local mountpoint
-  awk '{print $2}' /proc/self/mounts | grep -E "^($SANDBOX_CLUSTER_DIR|$RUN_DIR)(/|$)" | sort -r |
+  cluster_mounts | sort -r |
     while read -r mountpoint; do umount "$mountpoint" 2>/dev/null || umount -l "$mountpoint" || true; done
 }
 
@@ -107,9 +123,8 @@ delete_pod_netns() {
   done
 }
 
-# kube-proxy, kubelet, kube-router and the CNI bridge plugin name all their chains KUBE-* and CNI-*;
-# dropping every line that mentions them (chains, jumps, rules) leaves everyone else's rules as they were.
-# kube-router's ipsets go once no rule refers to them.
+# Dropping every line that mentions CLUSTER_RULES (chains, jumps, rules) leaves everyone else's rules
+# as they were. kube-router's ipsets go once no rule refers to them.
 delete_cluster_iptables_rules() {
   local family
   [ ! -x "$KUBERNETES_BIN/kube-proxy" ] || "$KUBERNETES_BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
@@ -117,12 +132,12 @@ delete_cluster_iptables_rules() {
   for family in iptables ip6tables; do
     command -v "$family-save" >/dev/null || continue
     rules=$("$family-save")
-    if grep -E 'KUBE-|CNI-' <<<"$rules" >/dev/null; then
-      grep -vE 'KUBE-|CNI-' <<<"$rules" | "$family-restore"
+    if grep -E "$CLUSTER_RULES" <<<"$rules" >/dev/null; then
+      grep -vE "$CLUSTER_RULES" <<<"$rules" | "$family-restore"
     fi
   done
   local set
-  for set in $(ipset list -n 2>/dev/null | grep -E '^(inet6:)?(KUBE-|kube-router)' || true); do
+  for set in $(cluster_ipsets); do
     ipset destroy "$set" 2>/dev/null || true
   done
 }
@@ -160,12 +175,11 @@ report_leftovers() {
   local leftovers=()
   local ours="^($KUBERNETES_BIN/kube-|$KUBERNETES_BIN/kubelet|$ETCD_BIN/|$KUBE_ROUTER_BIN/)|containerd --config $CONF/|-address $CONTAINERD_SOCKET"
   pgrep -f -- "$ours" >/dev/null && leftovers+=("processes: $(pgrep -d' ' -f -- "$ours")")
-  [ -z "$(find /sys/fs/cgroup/pids/kubepods /sys/fs/cgroup/kubepods -name cgroup.procs -exec cat {} + 2>/dev/null)" ] ||
-    leftovers+=("container processes")
-  grep -qE " ($SANDBOX_CLUSTER_DIR|$RUN_DIR)" /proc/self/mounts && leftovers+=("mounts")
+  [ -z "$(pod_processes)" ] || leftovers+=("container processes")
+  [ -z "$(cluster_mounts)" ] || leftovers+=("mounts")
   ip link show "$POD_BRIDGE" >/dev/null 2>&1 && leftovers+=("device $POD_BRIDGE")
-  iptables-save 2>/dev/null | grep -E 'KUBE-|CNI-' >/dev/null && leftovers+=("iptables rules")
-  ipset list -n 2>/dev/null | grep -E '^(inet6:)?(KUBE-|kube-router)' >/dev/null && leftovers+=("ipsets")
+  iptables-save 2>/dev/null | grep -E "$CLUSTER_RULES" >/dev/null && leftovers+=("iptables rules")
+  [ -z "$(cluster_ipsets)" ] || leftovers+=("ipsets")
   if [ ${#leftovers[@]} -gt 0 ]; then
     log "warning: left behind: ${leftovers[*]}"
     return 1

@@ -169,7 +169,7 @@ status() {
   local component
   for component in "${COMPONENTS[@]}"; do
     if component_running "$component"; then
-      printf '%-24s running (pid %s)\n' "$component" "$(cat "$RUN_DIR/$component.pid")"
+      printf '%-24s running (pid %s)\n' "$component" "$(component_pid "$component")"
     else
       printf '%-24s stopped\n' "$component"
     fi
@@ -186,7 +186,7 @@ status() {
 
 main() {
   # One up/down at a time (several test sessions may share this machine's cluster).
-  exec 9>/run/sandbox-cluster.lock
+  exec 9>"$RUN_DIR.lock" # beside RUN_DIR, which `down` removes
   flock 9
   case ${1:-} in
     up) up ;;

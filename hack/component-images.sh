@@ -6,7 +6,6 @@
 #   hack/component-images.sh tag       print the image tag (the project's version)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-source "$HACK_DIR/images.sh" # containerd_socket
 
 REPO_DIR=$(cd "$HACK_DIR/.." && pwd)
 COMPONENTS=(api operator)
@@ -25,7 +24,7 @@ trap 'rm -rf "$WORK"' EXIT
 build_components() {
   local version component import=()
   version=$(project_version)
-  if [ -S "$(containerd_socket)" ]; then import=(--import); fi
+  if [ -S "$CONTAINERD_SOCKET" ]; then import=(--import); fi
   # The wheels are built on this host (python3 3.11, like bookworm's) because the image build runs
   # chrooted without network; inside the image install.sh installs from them only.
   log "==> wheels of the project and its pinned dependencies"

@@ -54,9 +54,10 @@ input_hash() { # NAME PACKAGES COPIES RUNS ENTRYPOINT USER ENV
 
 build_image() { # NAME PACKAGES COPIES RUNS ENTRYPOINT USER ENV -> prints tarball path
   local name=$1 packages=$2 copies=$3 runs=$4 entrypoint=$5 user=$6 env=$7
-  local hash tarball work
+  local stem hash tarball work
+  stem=$IMAGES_CACHE/$(tr '/:' '__' <<<"$name")
   hash=$(input_hash "$@")
-  tarball="$IMAGES_CACHE/$(tr '/:' '__' <<<"$name")-$hash.tar"
+  tarball=$stem-$hash.tar
   if [ -f "$tarball" ]; then
     log "    cached: $tarball"
     printf '%s\n' "$tarball"
@@ -103,24 +104,21 @@ build_image() { # NAME PACKAGES COPIES RUNS ENTRYPOINT USER ENV -> prints tarbal
   umoci config --image "$work/oci:image" "${config[@]}" >&2
   skopeo copy --quiet "oci:$work/oci:image" "docker-archive:$work/image.tar:$name" >&2
   # Earlier builds of this image are superseded.
-  find "$IMAGES_CACHE" -maxdepth 1 -name "$(tr '/:' '__' <<<"$name")-*.tar" ! -path "$tarball" -delete
+  find "$IMAGES_CACHE" -maxdepth 1 -name "${stem##*/}-*.tar" ! -path "$tarball" -delete
   mv "$work/image.tar" "$tarball"
   log "    built $name -> $tarball ($(du -h "$tarball" | cut -f1))"
   printf '%s\n' "$tarball"
 }
 
-containerd_socket() { printf '%s\n' "/run/sandbox-cluster/containerd.sock"; }
-
 # Imports each tarball once per cluster state (a marker per tarball in the state dir).
 import_images() {
-  local tarball marker socket
-  socket=$(containerd_socket)
-  [ -S "$socket" ] || die "the cluster's containerd is not running ($socket): run 'make cluster-up' first"
+  local tarball marker
+  [ -S "$CONTAINERD_SOCKET" ] || die "the cluster's containerd is not running ($CONTAINERD_SOCKET): run 'make cluster-up' first"
   mkdir -p "$SANDBOX_CLUSTER_DIR/images"
   for tarball in "$@"; do
     marker="$SANDBOX_CLUSTER_DIR/images/$(basename "$tarball").imported"
     [ -f "$marker" ] && continue
-    ctr --address "$socket" --namespace k8s.io images import "$tarball" >/dev/null
+    ctr --address "$CONTAINERD_SOCKET" --namespace k8s.io images import "$tarball" >/dev/null
     touch "$marker"
     log "    imported $(basename "$tarball")"
   done
@@ -166,7 +164,7 @@ main() {
       local tarballs=()
       mapfile -t tarballs < <(cluster_images)
       [ ${#tarballs[@]} -eq $((1 + ${#RUNTIME_IMAGES[@]})) ] || die "image build failed"
-      if [ -S "$(containerd_socket)" ]; then import_images "${tarballs[@]}"; fi ;;
+      if [ -S "$CONTAINERD_SOCKET" ]; then import_images "${tarballs[@]}"; fi ;;
     tarballs) cluster_images ;;
     image) shift; image_command "$@" ;;
     import) shift; import_images "$@" ;;
@@ -174,4 +172,4 @@ main() {
   esac
 }
 
-[ "${BASH_SOURCE[0]}" != "$0" ] || main "$@"
+main "$@"

@@ -5,6 +5,8 @@
 HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SANDBOX_CACHE=${SANDBOX_CACHE:-/var/cache/sandbox-dev}
 SANDBOX_CLUSTER_DIR=${SANDBOX_CLUSTER_DIR:-/var/lib/sandbox-cluster}
+RUN_DIR=/run/sandbox-cluster # the running cluster's pid files and sockets; gone after `cluster.sh down`
+CONTAINERD_SOCKET=$RUN_DIR/containerd.sock
 export GOMODCACHE=$SANDBOX_CACHE/gomod GOCACHE=$SANDBOX_CACHE/gocache GOFLAGS=-modcacherw GOWORK=off
 
 # One source of truth for each version: the go.mod that pins it.
@@ -44,7 +46,7 @@ ensure_debian_packages() {
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
-  [ "$(id -u)" -eq 0 ] || die "need root to install ${missing[*]}"
+  [ "$(id -u)" -eq 0 ] || die "need root to install ${missing[*]} (run this as root, or install them yourself)"
   log "    installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   local output
