@@ -16,6 +16,7 @@ from sandbox_api.config import Settings
 from sandbox_api.errors import install_error_handlers
 from sandbox_api.guard import RequestGuard
 from sandbox_api.metrics import Metrics
+from sandbox_api.openapi import install_openapi
 from sandbox_api.routers import executions, health, languages
 from sandbox_api.service import ExecutionService
 from sandbox_api.state import AppState
@@ -58,6 +59,7 @@ def create_app(settings: Settings, *, keys: KeyRing, backend: Backend | None = N
     metrics = Metrics()
     backend = backend or create_backend(settings, catalogue)
     limits = backend.create_limits(settings)
+    metrics.in_flight.set_function(lambda: limits.in_flight)
     state = AppState(
         settings=settings,
         catalogue=catalogue,
@@ -89,6 +91,7 @@ def create_app(settings: Settings, *, keys: KeyRing, backend: Backend | None = N
     install_error_handlers(app)
     for router in (executions.router, languages.router, health.router):
         app.include_router(router)
+    install_openapi(app, state)
     # Outermost first: count every request, then check the key, its rate and the body before any parsing.
     app.add_middleware(RequestGuard, state=state)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)

@@ -33,7 +33,19 @@ class LimitsUnavailable(RuntimeError):
 
 
 class Limits(ABC):
-    """A key's request rate and its unfinished executions, checked before work is taken."""
+    """A key's request rate and its unfinished executions, checked before work is taken.
+
+    This replica's own capacity (its in-flight total, and one key's share of it) is always counted
+    here, in `admission`; what else counts, and where, is the implementation's.
+    """
+
+    def __init__(self, settings: Settings):
+        self.admission = Admission.for_settings(settings)
+
+    @property
+    def in_flight(self) -> int:
+        """Executions this replica admitted that have not ended."""
+        return self.admission.in_flight
 
     async def start(self) -> None:
         """Connect to wherever the counts are kept; called once before serving."""
@@ -49,26 +61,23 @@ class Limits(ABC):
     async def admit(self, tenant: str, execution_id: str) -> None:
         """Count the execution as unfinished: LimitExceeded at a cap, LimitsUnavailable."""
 
-    @abstractmethod
     def release(self, tenant: str) -> None:
         """One of the key's admitted executions has ended (or was never started)."""
+        self.admission.release(tenant)
 
 
 class InMemoryLimits(Limits):
     """Rate and caps counted in this process: right for a single replica (the local backend)."""
 
     def __init__(self, settings: Settings):
+        super().__init__(settings)
         self.rate = RateLimiter(per_minute=settings.rate_per_minute, burst=settings.rate_burst)
-        self.admission = Admission.for_settings(settings)
 
     async def check_rate(self, tenant: str) -> None:
         self.rate.check(tenant)
 
     async def admit(self, tenant: str, execution_id: str) -> None:
         self.admission.admit(tenant)
-
-    def release(self, tenant: str) -> None:
-        self.admission.release(tenant)
 
 
 @dataclass

@@ -64,7 +64,7 @@ def offered_language_names(state: AppState) -> tuple[str, ...]:
 def bind_request_schema(generic: dict[str, Any], state: AppState, languages: tuple[str, ...]) -> dict[str, Any]:
     """A copy of `generic` whose ExecuteRequest states this server's bounds, defaults and languages."""
     document = copy.deepcopy(generic)
-    limits = state.settings.limits()
+    limits = state.service.limits  # the limits requests are resolved against
     properties = document["components"]["schemas"][REQUEST_SCHEMA]["properties"]
     properties["language"]["enum"] = list(languages)
     properties["language"]["description"] = (

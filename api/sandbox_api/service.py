@@ -118,7 +118,6 @@ class ExecutionService:
         except BackendError as error:
             self.key_limits.release(execution.tenant)
             raise ApiError(503, f"the sandbox backend cannot take work: {error}") from None
-        self.metrics.in_flight.inc()
         watcher = asyncio.create_task(self._watch_until_finished(execution, time.monotonic()))
         self._watchers.add(watcher)
         watcher.add_done_callback(self._watchers.discard)
@@ -138,7 +137,6 @@ class ExecutionService:
                     break
         finally:
             self.key_limits.release(execution.tenant)
-            self.metrics.in_flight.dec()
             status = result.status if result is not None and result.finished else "unknown"
             self.metrics.executions.labels(execution.language, status).inc()
             self.metrics.duration.labels(execution.language).observe(time.monotonic() - submitted)

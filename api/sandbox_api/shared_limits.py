@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from kubernetes.aio import client
 
 from sandbox_api.config import Settings
-from sandbox_api.limits import Admission, LimitExceeded, Limits, LimitsUnavailable, TokenBucket
+from sandbox_api.limits import LimitExceeded, Limits, LimitsUnavailable, TokenBucket
 from sandbox_contract import crd
 from sandbox_contract.result import TERMINAL_PHASES
 from sandbox_kube import connect, tolerating
@@ -177,16 +177,16 @@ def lease_name(tenant: str) -> str:
 
 
 class SharedLimits(Limits):
-    """Rate and concurrency per tenant, shared through the cluster by all replicas; this replica's
-    own capacity (its in-flight total, and one key's share of it) is counted in memory."""
+    """Rate and concurrency per tenant, shared through the cluster by all replicas (the cluster's
+    count of a tenant's unfinished executions falls by itself when one finishes)."""
 
     def __init__(self, settings: Settings):
+        super().__init__(settings)
         self.namespace = settings.kubernetes_namespace
         self.rate_per_s = settings.rate_per_minute / 60
         self.burst = max(settings.rate_burst, 1)
         self.per_tenant = settings.max_concurrent_per_key
         self.retained_bytes = settings.max_retained_bytes_per_key
-        self.admission = Admission.for_settings(settings)
         self._api: client.ApiClient | None = None
         self._turns: dict[str, asyncio.Lock] = {}
 
@@ -206,9 +206,6 @@ class SharedLimits(Limits):
             return None
 
         await self._update(tenant, decide, list_unfinished=False)
-
-    def release(self, tenant: str) -> None:
-        self.admission.release(tenant)  # the cluster's count falls by itself: the execution finished
 
     async def admit(self, tenant: str, execution_id: str) -> None:
         """Count the execution against this replica's capacity and the tenant's cluster-wide limit;

@@ -81,7 +81,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: lo
     memo.catalogue = load_catalogue(config.languages_file or None)
     memo.api = await connect()
     memo.locks = {}
-    memo.active = set()
+    memo.active = set()  # the unfinished executions this replica follows
+    metrics.IN_FLIGHT.set_function(lambda: len(memo.active))
     if config.peering_name and not config.namespaces:
         await _ensure_cluster_peering(memo.api, config.peering_name)
     if config.metrics_port:
@@ -151,7 +152,6 @@ async def start_execution(
                "conditions": conditions(Phase.PENDING, None)}
     await patch_status(memo, namespace, name, pending)
     memo.active.add((namespace, name))
-    metrics.IN_FLIGHT.set(len(memo.active))
     message = (f"language={language.name} timeout={request.limits.timeout_seconds}s "
                f"memory={request.limits.max_memory_mb}MB job={job['metadata']['name']}")
     logger.info("started: %s", message)
@@ -172,7 +172,6 @@ async def follow_sandbox_pod(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None
 async def recheck_execution(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
     """The safety net: enforces the setup deadline and catches what events missed."""
     memo.active.add((namespace, name))
-    metrics.IN_FLIGHT.set(len(memo.active))
     await reconcile(memo, namespace, name)
 
 

@@ -281,4 +281,3 @@ async def patch_status(
 def forget(memo: kopf.Memo, namespace: str, name: str) -> None:
     memo.active.discard((namespace, name))
     memo.locks.pop((namespace, name), None)
-    metrics.IN_FLIGHT.set(len(memo.active))
