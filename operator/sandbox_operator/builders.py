@@ -5,18 +5,18 @@ default-deny NetworkPolicy. Plain dicts in, plain dicts out; the handlers add ow
 from __future__ import annotations
 
 import json
-from importlib import resources
 
 import sandbox_runner
 from sandbox_contract import crd
 from sandbox_contract.catalogue import Language
 from sandbox_contract.request import EffectiveLimits
+from sandbox_contract.runner_spec import DEFAULT_WORKDIR
 from sandbox_operator.config import OperatorConfig
 
 RUNNER_DIR = "/sandbox/runner"
 RUNNER_FILE = "runner.py"
 SPEC_FILE = "spec.json"
-WORK_DIR = "/sandbox/work"
+WORK_DIR = DEFAULT_WORKDIR  # the work emptyDir is mounted where every sandbox runs its program
 SANDBOX_UID = 65532
 CONTAINER_NAME = "sandbox"
 # Time for the Job controller, the kubelet and the runner around the program's own limit.
@@ -30,7 +30,7 @@ LOG_STORAGE_MB = 16
 
 def runner_source() -> str:
     """The runner module's source, shipped in the ConfigMap so any image with python3 can run it."""
-    return resources.files("sandbox_runner").joinpath("runner.py").read_text()
+    return sandbox_runner.RUNNER_PATH.read_text()
 
 
 def child_labels(execution_name: str, language: Language) -> dict[str, str]:

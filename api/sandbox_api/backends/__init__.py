@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from importlib import resources
-from pathlib import Path
 
 from sandbox_api.backends.base import Backend
 from sandbox_api.config import Settings
 from sandbox_contract.catalogue import Catalogue
+from sandbox_runner import RUNNER_PATH
 
 
 def _create_local(settings: Settings, catalogue: Catalogue) -> Backend:
@@ -23,7 +22,7 @@ def _create_local(settings: Settings, catalogue: Catalogue) -> Backend:
     return LocalBackend(
         catalogue=catalogue,
         limits=settings.limits(),
-        runner_source=Path(str(resources.files("sandbox_runner").joinpath("runner.py"))),
+        runner_source=RUNNER_PATH,
         workers=settings.local_workers,
         store=ExecutionStore(retention_seconds=settings.result_retention_seconds, max_bytes=settings.max_result_bytes),
     )
