@@ -8,7 +8,8 @@ with its own 400 messages; the models stay loose so those messages stay the serv
 
 What JSON Schema cannot say is left out: input files that collide once normalised (`a` and `./a`,
 a file that is also another's directory, a file named as the language's code file), a name
-component's length in UTF-8 bytes, sizes once stored, and that languages match ignoring case.
+component's length in UTF-8 bytes, sizes once stored, that languages match ignoring case, and that
+`564.0`, an integer to JSON Schema, is not one to the server.
 """
 
 from __future__ import annotations
