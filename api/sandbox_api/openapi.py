@@ -20,19 +20,9 @@ from typing import Any
 from fastapi import FastAPI
 
 from sandbox_api.state import AppState
-from sandbox_contract.request import MAX_INPUT_FILES, MAX_PATH_CHARS, MAX_PATH_DEPTH
-from sandbox_runner import CONTROL_CHARACTERS
+from sandbox_contract.request import BASE64_PATTERN, INPUT_PATH_PATTERN, MAX_INPUT_FILES, MAX_PATH_CHARS, MAX_PATH_DEPTH
 
 REQUEST_SCHEMA = "ExecuteRequest"
-# The shortest timeout a request may ask for; sandbox_contract's ExecutionLimits.resolve has it too.
-MIN_TIMEOUT_SECONDS = 1
-
-# What base64.b64decode(validate=True) accepts: whole groups of four, then padding; after whole
-# groups any number of `=` (Python ignores them).
-BASE64_PATTERN = (
-    r"^(?:(?:[A-Za-z0-9+/]{4})+=*|(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=))?$"
-)
-
 
 def install_openapi(app: FastAPI, state: AppState) -> None:
     """Serve `app`'s document with the request schema bound to `state`'s limits and languages."""
@@ -73,8 +63,8 @@ def bind_request_schema(generic: dict[str, Any], state: AppState, languages: tup
         "whitespace."
     )
     timeout, memory = properties["timeout_seconds"], properties["max_memory_mb"]
-    _branch(timeout, "integer").update(minimum=MIN_TIMEOUT_SECONDS, maximum=limits.max_timeout_seconds)
-    timeout["description"] = (f"Wall-clock limit in seconds, {MIN_TIMEOUT_SECONDS} to {limits.max_timeout_seconds}; "
+    _branch(timeout, "integer").update(minimum=limits.min_timeout_seconds, maximum=limits.max_timeout_seconds)
+    timeout["description"] = (f"Wall-clock limit in seconds, {limits.min_timeout_seconds} to {limits.max_timeout_seconds}; "
                               f"{limits.default_timeout_seconds} when absent or null.")
     _branch(memory, "integer").update(minimum=limits.min_memory_mb, maximum=limits.max_memory_mb)
     memory["description"] = (f"Memory limit in MB, {limits.min_memory_mb} to {limits.max_memory_mb}; "
@@ -88,7 +78,7 @@ def _state_input_file_rules(files: dict[str, Any]) -> None:
     files.update(maxProperties=MAX_INPUT_FILES, propertyNames={
         "minLength": 1,
         "maxLength": MAX_PATH_CHARS,
-        "pattern": input_path_pattern(),
+        "pattern": INPUT_PATH_PATTERN,
         "description": f"A relative path of at most {MAX_PATH_DEPTH} names, none `..`; `.` and empty "
                        "names are dropped. No control characters, no backslash.",
     })
@@ -97,26 +87,6 @@ def _state_input_file_rules(files: dict[str, Any]) -> None:
         "if": {"properties": {"encoding": {"const": "base64"}}, "required": ["encoding"]},
         "then": {"properties": {"content": {"pattern": BASE64_PATTERN}}},
     })
-
-
-def input_path_pattern() -> str:
-    """Names that validate_file_path accepts, but for a component's length in UTF-8 bytes."""
-    forbidden = _ranges(sorted(CONTROL_CHARACTERS)) + r"\\/"
-    char = f"[^{forbidden}]"
-    name = rf"(?:\.?[^{forbidden}.]{char}*|\.\.{char}+)"  # neither `.` nor `..`
-    dropped = r"(?:\.?/)*"  # empty and `.` names, each with its slash
-    return rf"^(?:\./{dropped})?{name}(?:/{dropped}{name}){{0,{MAX_PATH_DEPTH - 1}}}(?:/\.?)*$"
-
-
-def _ranges(codepoints: list[int]) -> str:
-    """A regular-expression character class body for sorted `codepoints`, e.g. `\\u0000-\\u001f`."""
-    runs: list[list[int]] = []
-    for point in codepoints:
-        if runs and point == runs[-1][1] + 1:
-            runs[-1][1] = point
-        else:
-            runs.append([point, point])
-    return "".join(rf"\u{low:04x}" + (rf"-\u{high:04x}" if high > low else "") for low, high in runs)
 
 
 def _branch(schema: dict[str, Any], kind: str) -> dict[str, Any]:

@@ -43,6 +43,7 @@ class ExecutionLimits:
     """Defaults and maxima for what a request may ask for; the API and the operator read them from the
     same SANDBOX_* variables."""
 
+    min_timeout_seconds: int = 1
     default_timeout_seconds: int = setting(10, "timeout when a request gives none", minimum=1)
     max_timeout_seconds: int = setting(60, "largest timeout a request may ask for", minimum=1)
     default_memory_mb: int = setting(256, "memory limit when a request gives none", minimum=1)
@@ -54,7 +55,7 @@ class ExecutionLimits:
     def __post_init__(self) -> None:
         check(self)
         for default, low, high in (
-            ("default_timeout_seconds", 1, "max_timeout_seconds"),
+            ("default_timeout_seconds", self.min_timeout_seconds, "max_timeout_seconds"),
             ("default_memory_mb", self.min_memory_mb, "max_memory_mb"),
         ):
             value, maximum = getattr(self, default), getattr(self, high)
@@ -66,9 +67,9 @@ class ExecutionLimits:
         """The effective limits for a request; raises InvalidSpecError out of bounds."""
         timeout = self.default_timeout_seconds if timeout_seconds is None else timeout_seconds
         memory = self.default_memory_mb if max_memory_mb is None else max_memory_mb
-        if not 1 <= timeout <= self.max_timeout_seconds:
+        if not self.min_timeout_seconds <= timeout <= self.max_timeout_seconds:
             raise InvalidSpecError(
-                f"timeout_seconds must be between 1 and {self.max_timeout_seconds}, got {timeout}"
+                f"timeout_seconds must be between {self.min_timeout_seconds} and {self.max_timeout_seconds}, got {timeout}"
             )
         if not self.min_memory_mb <= memory <= self.max_memory_mb:
             raise InvalidSpecError(
@@ -185,3 +186,33 @@ def normalise_input_files(files: Iterable[InputFile], *, main_file: str) -> list
     return list(normalised.values())
 
 
+# --- the same rules as regular expressions, for the OpenAPI document (a unit test compares them) ----
+
+# What base64.b64decode(validate=True) accepts: whole groups of four, then padding; after whole
+# groups any number of `=` (Python ignores them).
+BASE64_PATTERN = (
+    r"^(?:(?:[A-Za-z0-9+/]{4})+=*|(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=))?$"
+)
+
+
+def _input_path_pattern() -> str:
+    """Names that validate_file_path accepts, but for a component's length in UTF-8 bytes."""
+    forbidden = _ranges(sorted(CONTROL_CHARACTERS)) + r"\\/"
+    char = f"[^{forbidden}]"
+    name = rf"(?:\.?[^{forbidden}.]{char}*|\.\.{char}+)"  # neither `.` nor `..`
+    dropped = r"(?:\.?/)*"  # empty and `.` names, each with its slash
+    return rf"^(?:\./{dropped})?{name}(?:/{dropped}{name}){{0,{MAX_PATH_DEPTH - 1}}}(?:/\.?)*$"
+
+
+def _ranges(codepoints: list[int]) -> str:
+    """A regular-expression character class body for sorted `codepoints`, e.g. `\\u0000-\\u001f`."""
+    runs: list[list[int]] = []
+    for point in codepoints:
+        if runs and point == runs[-1][1] + 1:
+            runs[-1][1] = point
+        else:
+            runs.append([point, point])
+    return "".join(rf"\u{low:04x}" + (rf"-\u{high:04x}" if high > low else "") for low, high in runs)
+
+
+INPUT_PATH_PATTERN = _input_path_pattern()

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import base64
+import random
+import re
 
 import pytest
 
 from sandbox_contract.catalogue import load_catalogue
 from sandbox_contract.crd import STATUS_BUDGET_BYTES
 from sandbox_contract.request import (
+    BASE64_PATTERN,
+    INPUT_PATH_PATTERN,
+    MAX_PATH_CHARS,
     EffectiveLimits,
     ExecutionLimits,
     InputFile,
@@ -131,3 +136,33 @@ def test_a_request_and_its_result_fit_in_one_kubernetes_object():
     # etcd refuses requests over ~1.5 MiB; the custom resource carries the request and the result.
     assert Settings().max_body_bytes + OUTPUT_LIMITS["result_bytes"] < 1.5 * 1024 * 1024 - 64 * 1024
     assert OUTPUT_LIMITS["result_bytes"] <= STATUS_BUDGET_BYTES
+
+
+def _accepted(path: str) -> bool:
+    try:
+        validate_file_path(path)
+    except InvalidSpecError as error:
+        return "255 bytes" in str(error)  # the one rule the pattern leaves out: UTF-8 bytes per name
+    return True
+
+
+def test_the_input_path_pattern_accepts_exactly_the_names_the_server_accepts():
+    alphabet = ["a", "é", " ", ".", "..", "/", "\\", "\x00", "\x1b", "\x7f", "\x85", "\u2028"]
+    rng = random.Random(9)
+    names = ["/".join("d" * depth) for depth in range(1, 12)] + ["./" * 3 + "a", "a/./b//c/", "..a", "a..", "..."]
+    names += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 8))) for _ in range(20000)]
+    for name in names:
+        if len(name) <= MAX_PATH_CHARS:
+            assert (re.fullmatch(INPUT_PATH_PATTERN, name) is not None) == _accepted(name), repr(name)
+
+
+def test_the_base64_pattern_accepts_exactly_what_the_server_decodes():
+    rng = random.Random(7)
+    for _ in range(20000):
+        text = "".join(rng.choice("QUJD+/=a!") for _ in range(rng.randint(0, 10)))
+        try:
+            base64.b64decode(text, validate=True)
+            decodes = True
+        except ValueError:
+            decodes = False
+        assert (re.fullmatch(BASE64_PATTERN, text) is not None) == decodes, repr(text)
