@@ -12,7 +12,7 @@ PORT ?= 8000
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml hack/install-deps.sh
+$(VENV)/.installed: pyproject.toml hack/install-deps.sh contract/sandbox_contract/languages.yaml
 	@hack/install-deps.sh
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@echo "==> installing Python packages into $(VENV)"

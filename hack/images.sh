@@ -21,12 +21,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 IMAGES_CACHE=$SANDBOX_CACHE/images
 RUNTIME_USER=65532:65532
-# The runtime images: name, Debian packages. Each carries python3 for the runner.
-RUNTIME_IMAGES=(
-  "localhost/sandbox/python:3.11-bookworm|python3"
-  "localhost/sandbox/node:18-bookworm|nodejs python3"
-  "localhost/sandbox/bash:5.2-bookworm|bash python3"
-)
+# The runtime images, one `NAME|PACKAGES` line per language of the catalogue (with python3 for the runner).
+mapfile -t RUNTIME_IMAGES < <(catalogue images)
+[ ${#RUNTIME_IMAGES[@]} -gt 0 ] || die "the language catalogue lists no image to build"
 
 # The host's bookworm apt sources, so images come from the same (possibly snapshot) mirror as the host.
 apt_sources() {

@@ -54,6 +54,13 @@ ensure_debian_packages() {
     { printf '%s\n' "$output" >&2; die "could not install ${missing[*]} with apt-get (output above)"; }
 }
 
+# The language catalogue (contract/sandbox_contract/languages.yaml, or $SANDBOX_LANGUAGES_FILE) asked
+# through its own parser with Debian's python3:  catalogue images | host-packages
+catalogue() {
+  ensure_debian_packages python3 python3-yaml
+  PYTHONPATH="$HACK_DIR/../contract:$HACK_DIR/../runner" /usr/bin/python3 -m sandbox_contract.catalogue "$@"
+}
+
 require_root() {
   [ "$(id -u)" -eq 0 ] || die "the local cluster runs as root (containerd, kubelet, iptables): run this as root"
 }

@@ -1,12 +1,15 @@
-"""The language catalogue: which languages can run, with which image and command.
+"""The language catalogue: which languages can run, with which image, command and Debian packages.
 
 The catalogue ships with the package (languages.yaml) and is replaced whole by the file named in
-SANDBOX_LANGUAGES_FILE (the chart renders its values into such a file).
+SANDBOX_LANGUAGES_FILE (the chart renders its values into such a file). It is the one list of
+languages: the cluster's runtime images and the local backend's host packages come from it too
+(`python3 -m sandbox_contract.catalogue images | host-packages`, which hack/ runs).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -14,6 +17,8 @@ from pathlib import Path
 import yaml
 
 LANGUAGES_FILE_ENV = "SANDBOX_LANGUAGES_FILE"
+# What every runtime image carries besides the language's own packages: the runner's interpreter.
+RUNNER_PACKAGES = ("python3",)
 
 
 class CatalogueError(ValueError):
@@ -28,6 +33,8 @@ class Language:
     image: str
     command: tuple[str, ...]
     main_file: str
+    # Debian (bookworm) packages that provide the language: its image is built from them.
+    packages: tuple[str, ...] = ()
 
     def argv(self, main_path: str) -> list[str]:
         """The program's argv with the code file's path in place of {main}."""
@@ -75,6 +82,7 @@ def parse_catalogue(text: str, *, source: str) -> Catalogue:
                     image=str(entry["image"]),
                     command=tuple(command),
                     main_file=str(entry["main_file"]),
+                    packages=tuple(str(package) for package in entry.get("packages") or ()),
                 )
             )
         except KeyError as missing:
@@ -89,3 +97,28 @@ def load_catalogue(path: str | os.PathLike[str] | None = None) -> Catalogue:
         return parse_catalogue(Path(path).read_text(), source=str(path))
     shipped = resources.files("sandbox_contract").joinpath("languages.yaml")
     return parse_catalogue(shipped.read_text(), source="languages.yaml (shipped)")
+
+
+def image_packages(language: Language) -> tuple[str, ...]:
+    """The Debian packages of the language's runtime image: its own and the runner's."""
+    return tuple(dict.fromkeys((*language.packages, *RUNNER_PACKAGES)))
+
+
+def main(argv: list[str]) -> int:
+    """`images`: a line `IMAGE|PACKAGES` per language that lists packages, for hack/images.sh;
+    `host-packages`: the packages the local backend needs on its host for every language."""
+    catalogue = load_catalogue()
+    languages = [catalogue.languages[name] for name in catalogue.names() if catalogue.languages[name].packages]
+    if argv == ["images"]:
+        for language in languages:
+            print(f"{language.image}|{' '.join(image_packages(language))}")
+    elif argv == ["host-packages"]:
+        print(" ".join(dict.fromkeys(package for language in languages for package in image_packages(language))))
+    else:
+        print("usage: python3 -m sandbox_contract.catalogue images | host-packages", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
