@@ -54,6 +54,10 @@ class ExecuteRequest(StrictModel):
         None,
         description="Relative path -> text, or `{content, encoding: base64}` for binary. No `..`, not absolute.",
     )
+    args: list[str] | None = Field(None, description="Command-line arguments passed to the program after its code file.")
+    env: dict[str, str] | None = Field(
+        None, description="Variables added to the program's environment; the sandbox's own (PATH, HOME, TMPDIR, LANG, LC_*, LD_*) cannot be set.",
+    )
     timeout_seconds: int | None = Field(None, description="Wall-clock limit in seconds; server default when absent.")
     max_memory_mb: int | None = Field(None, description="Memory limit in MB; server default when absent.")
     wait: bool = Field(True, description="Wait for the result (200); false returns 202 with the id at once.")

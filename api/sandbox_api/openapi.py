@@ -20,7 +20,21 @@ from typing import Any
 from fastapi import FastAPI
 
 from sandbox_api.state import AppState
-from sandbox_contract.request import BASE64_PATTERN, INPUT_PATH_PATTERN, MAX_INPUT_FILES, MAX_PATH_CHARS, MAX_PATH_DEPTH
+from sandbox_contract.request import (
+    BASE64_PATTERN,
+    ENV_NAME_PATTERN,
+    INPUT_PATH_PATTERN,
+    MAX_ARG_CHARS,
+    MAX_ARGS,
+    MAX_ENV_NAME_CHARS,
+    MAX_ENV_VALUE_CHARS,
+    MAX_ENV_VARIABLES,
+    MAX_INPUT_FILES,
+    MAX_PATH_CHARS,
+    MAX_PATH_DEPTH,
+    RESERVED_ENV_NAMES,
+    RESERVED_ENV_PREFIXES,
+)
 
 REQUEST_SCHEMA = "ExecuteRequest"
 
@@ -70,7 +84,20 @@ def bind_request_schema(generic: dict[str, Any], state: AppState, languages: tup
     memory["description"] = (f"Memory limit in MB, {limits.min_memory_mb} to {limits.max_memory_mb}; "
                              f"{limits.default_memory_mb} when absent or null.")
     _state_input_file_rules(_branch(properties["files"], "object"))
+    _state_args_and_env_rules(_branch(properties["args"], "array"), _branch(properties["env"], "object"))
     return document
+
+
+def _state_args_and_env_rules(args: dict[str, Any], env: dict[str, Any]) -> None:
+    """The rules of sandbox_contract.request.validate_args and validate_env, as JSON Schema."""
+    without_nul = r"^[^\u0000]*$"
+    args.update(maxItems=MAX_ARGS)
+    args["items"].update(maxLength=MAX_ARG_CHARS, pattern=without_nul)
+    reserved = "|".join(sorted(RESERVED_ENV_NAMES)) + "|" + "|".join(f"{prefix}.*" for prefix in RESERVED_ENV_PREFIXES)
+    env.update(maxProperties=MAX_ENV_VARIABLES, propertyNames={
+        "maxLength": MAX_ENV_NAME_CHARS, "pattern": ENV_NAME_PATTERN, "not": {"pattern": f"^(?:{reserved})$"},
+    })
+    env["additionalProperties"].update(maxLength=MAX_ENV_VALUE_CHARS, pattern=without_nul)
 
 
 def _state_input_file_rules(files: dict[str, Any]) -> None:

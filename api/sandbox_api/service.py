@@ -59,6 +59,11 @@ class ExecutionService:
         """A validated, fully resolved execution; ApiError(400 or 413) says what to change."""
         _require_text("code", request.code)
         _require_text("input_data", request.input_data)
+        for index, arg in enumerate(request.args or ()):
+            _require_text(f"args[{index}]", arg)
+        for name, value in (request.env or {}).items():
+            _require_text(f"env name {name[:80]!r}", name)
+            _require_text(f"env {name[:80]!r}", value)
         files = []
         for path, value in (request.files or {}).items():
             encoded = value if isinstance(value, EncodedFile) else EncodedFile(content=value)
@@ -69,13 +74,14 @@ class ExecutionService:
             resolved = resolve_request(
                 catalogue=self.catalogue, limits=self.limits, language=request.language, code=request.code,
                 stdin=request.input_data, files=files, timeout_seconds=request.timeout_seconds,
-                max_memory_mb=request.max_memory_mb, offered=[info.name for info in self.backend.languages()],
+                max_memory_mb=request.max_memory_mb, args=request.args or (), env=request.env,
+                offered=[info.name for info in self.backend.languages()],
             )
         except InvalidSpecError as error:
             raise ApiError(400, str(error)) from None
         stored = stored_request_size(resolved)
         if stored > MAX_STORED_REQUEST_BYTES:
-            raise ApiError(413, f"the code, input and files take {stored} bytes once stored (each <, > and & counts "
+            raise ApiError(413, f"the code, input, files, args and env take {stored} bytes once stored (each <, > and & counts "
                                 f"6 bytes); at most {MAX_STORED_REQUEST_BYTES} are accepted")
         return Execution(id=new_execution_id(), tenant=tenant, request=resolved)
 

@@ -86,6 +86,10 @@ def execution_spec(request: ExecutionRequest, *, retention_seconds: int) -> dict
     }
     if request.stdin is not None:
         spec["stdin"] = request.stdin
+    if request.args:
+        spec["args"] = list(request.args)
+    if request.env:
+        spec["env"] = [{"name": name, "value": value} for name, value in request.env]
     return spec
 
 
@@ -94,6 +98,7 @@ def request_from_spec(spec: dict, *, catalogue: Catalogue, limits: ExecutionLimi
     return resolve_request(
         catalogue=catalogue, limits=limits, language=spec.get("language", ""), code=spec.get("code", ""),
         stdin=spec.get("stdin"), timeout_seconds=spec.get("timeoutSeconds"), max_memory_mb=spec.get("maxMemoryMb"),
+        args=spec.get("args") or (), env={item["name"]: item.get("value", "") for item in spec.get("env") or []},
         files=[InputFile(path=item["name"], content=item.get("content", ""), encoding=item.get("encoding", "utf-8"))
                for item in spec.get("files") or []],
     )
@@ -129,5 +134,7 @@ def sent_size(value: object) -> int:
 
 
 def stored_request_size(request: ExecutionRequest) -> int:
-    """What the request's code, stdin and files take once stored (compared with MAX_STORED_REQUEST_BYTES)."""
-    return stored_size([request.code, request.stdin, [(f.path, f.content) for f in request.files]])
+    """What the request's code, stdin, files, args and env take once stored (compared with
+    MAX_STORED_REQUEST_BYTES)."""
+    return stored_size([request.code, request.stdin, [(f.path, f.content) for f in request.files],
+                        request.args, request.env])

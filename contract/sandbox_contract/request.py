@@ -8,7 +8,8 @@ from __future__ import annotations
 import base64
 import binascii
 import posixpath
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 
 from sandbox_contract.catalogue import Catalogue, Language
@@ -21,6 +22,16 @@ MAX_PATH_CHARS = 255
 MAX_COMPONENT_BYTES = 255
 MAX_PATH_DEPTH = 8
 MAX_INPUT_FILES = 32
+MAX_ARGS = 64
+MAX_ARG_CHARS = 4096
+MAX_ENV_VARIABLES = 32
+MAX_ENV_NAME_CHARS = 128
+MAX_ENV_VALUE_CHARS = 4096
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# What a request may not set: the variables every program gets (runner_spec.sandbox_environment, a
+# unit test keeps them in here), and the dynamic loader's and the locale's families.
+RESERVED_ENV_NAMES = frozenset({"PATH", "HOME", "TMPDIR", "LANG", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"})
+RESERVED_ENV_PREFIXES = ("LD_", "LC_")
 
 
 class InvalidSpecError(ValueError):
@@ -96,6 +107,9 @@ class ExecutionRequest:
     stdin: str | None
     files: tuple[InputFile, ...]
     limits: EffectiveLimits
+    # Command-line arguments after the code file, and variables added to the program's environment.
+    args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
 
 
 def resolve_request(
@@ -108,6 +122,8 @@ def resolve_request(
     files: Iterable[InputFile],
     timeout_seconds: int | None,
     max_memory_mb: int | None,
+    args: Iterable[str] = (),
+    env: Mapping[str, str] | None = None,
     offered: Iterable[str] | None = None,
 ) -> ExecutionRequest:
     """The request as it will run; InvalidSpecError says what to change.
@@ -121,7 +137,36 @@ def resolve_request(
         raise InvalidSpecError(f"Unsupported language: {language!r} (supported: {', '.join(names)})")
     effective = limits.resolve(timeout_seconds, max_memory_mb)
     normalised = normalise_input_files(files, main_file=found.main_file)
-    return ExecutionRequest(language=found, code=code, stdin=stdin, files=tuple(normalised), limits=effective)
+    return ExecutionRequest(language=found, code=code, stdin=stdin, files=tuple(normalised), limits=effective,
+                            args=validate_args(args), env=validate_env(env or {}))
+
+
+def validate_args(args: Iterable[str]) -> tuple[str, ...]:
+    """The arguments, or InvalidSpecError saying which one is refused."""
+    args = tuple(args)
+    if len(args) > MAX_ARGS:
+        raise InvalidSpecError(f"at most {MAX_ARGS} args are allowed, got {len(args)}")
+    for index, arg in enumerate(args):
+        if not isinstance(arg, str) or len(arg) > MAX_ARG_CHARS or "\0" in arg:
+            raise InvalidSpecError(f"args[{index}] must be a string of at most {MAX_ARG_CHARS} characters, without NUL")
+    return args
+
+
+def validate_env(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """The variables, sorted by name, or InvalidSpecError saying which one is refused and why."""
+    if len(env) > MAX_ENV_VARIABLES:
+        raise InvalidSpecError(f"at most {MAX_ENV_VARIABLES} env variables are allowed, got {len(env)}")
+    for name, value in env.items():
+        shown = repr(str(name)[:80])
+        if not isinstance(name, str) or len(name) > MAX_ENV_NAME_CHARS or not re.fullmatch(ENV_NAME_PATTERN, name):
+            raise InvalidSpecError(f"env name {shown} must be letters, digits and _ (not first a digit), "
+                                   f"at most {MAX_ENV_NAME_CHARS} characters")
+        if name in RESERVED_ENV_NAMES or name.startswith(RESERVED_ENV_PREFIXES):
+            raise InvalidSpecError(f"env name {shown} is the sandbox's own and cannot be set "
+                                   f"({', '.join(sorted(RESERVED_ENV_NAMES))}, {'*, '.join(RESERVED_ENV_PREFIXES)}*)")
+        if not isinstance(value, str) or len(value) > MAX_ENV_VALUE_CHARS or "\0" in value:
+            raise InvalidSpecError(f"env {shown} must be a string of at most {MAX_ENV_VALUE_CHARS} characters, without NUL")
+    return tuple(sorted(env.items()))
 
 
 def validate_file_path(path: str) -> str:

@@ -40,12 +40,13 @@ def build_runner_spec(
     language = request.language
     main = InputFile(path=language.main_file, content=request.code, encoding="utf-8")
     return {
-        "command": language.argv(posixpath.join(workdir, language.main_file)),
+        "command": [*language.argv(posixpath.join(workdir, language.main_file)), *request.args],
         "workdir": workdir,
         "files": [asdict(file) for file in (main, *request.files)],
         "stdin": request.stdin,
         "timeout_seconds": request.limits.timeout_seconds,
         "max_memory_mb": request.limits.max_memory_mb,
         "max_processes": max_processes,
-        "env": sandbox_environment(workdir),
+        # The request's variables cannot name the sandbox's own (request.RESERVED_ENV_NAMES).
+        "env": {**dict(request.env), **sandbox_environment(workdir)},
     }

@@ -82,6 +82,18 @@ def test_result_reports_the_limits_the_request_asked_for(api):
     assert (result["status"], result["limits"]) == ("completed", {"timeout_seconds": 3, "max_memory_mb": 64})
 
 
+def test_args_and_env_reach_the_program(api):
+    code = 'printf "%s|" "$@"; echo "$GREETING $HOME"'
+    result = api.execute(language="bash", code=code, args=["a b", "-n", ""], env={"GREETING": "hi"})
+    assert (result["status"], result["stdout"]) == ("completed", "a b|-n||hi /sandbox/work\n")
+
+
+def test_the_sandbox_keeps_its_own_variables(api):
+    for name in ("PATH", "LD_PRELOAD", "LC_ALL", "HOME"):
+        response = api.post("/api/sandbox/execute", json={"language": "bash", "code": "true", "env": {name: "/tmp"}})
+        assert_error(response, 400, f"env name {name!r} is the sandbox's own")
+
+
 def test_language_aliases_resolve_to_the_catalogue_name(api):
     assert api.execute(language="PY", code="print(1)")["language"] == "python"
 
@@ -414,6 +426,7 @@ REFUSALS_JSON_SCHEMA_CANNOT_STATE = {
     "clashes with the code file": "a file named as the code file, whose name depends on the language",
     "has a component longer than": "a name's length in UTF-8 bytes; JSON Schema counts characters",
     "Input should be a valid integer": "an integer written with a fraction (`564.0`): a JSON Schema integer",
+    "lone surrogate": "a string holding half of a UTF-16 pair: JSON Schema strings are any code points",
 }
 # 413: the body's bytes, or its size once stored (each <, > and & counts 6): not a length JSON Schema has.
 TOO_LARGE = 413

@@ -14,6 +14,8 @@ from sandbox_contract.request import (
     BASE64_PATTERN,
     INPUT_PATH_PATTERN,
     MAX_PATH_CHARS,
+    RESERVED_ENV_NAMES,
+    RESERVED_ENV_PREFIXES,
     EffectiveLimits,
     ExecutionLimits,
     InputFile,
@@ -22,7 +24,7 @@ from sandbox_contract.request import (
     resolve_request,
     validate_file_path,
 )
-from sandbox_contract.runner_spec import build_runner_spec
+from sandbox_contract.runner_spec import build_runner_spec, sandbox_environment
 from sandbox_runner import OUTPUT_LIMITS
 
 CATALOGUE = load_catalogue()
@@ -166,3 +168,28 @@ def test_the_base64_pattern_accepts_exactly_what_the_server_decodes():
         except ValueError:
             decodes = False
         assert (re.fullmatch(BASE64_PATTERN, text) is not None) == decodes, repr(text)
+
+
+def test_args_and_env_reach_the_runner_spec_and_the_sandbox_keeps_its_own_variables():
+    spec = build_runner_spec(resolve(language="bash", code="echo $1", args=["a b", "-x"], env={"GREETING": "hi", "A_1": ""}))
+    assert spec["command"] == ["bash", "/sandbox/work/main.sh", "a b", "-x"]
+    assert (spec["env"]["GREETING"], spec["env"]["A_1"]) == ("hi", "")
+    for name in sandbox_environment("/w"):  # a request can never set one of the sandbox's own
+        assert name in RESERVED_ENV_NAMES or name.startswith(RESERVED_ENV_PREFIXES), name
+
+
+@pytest.mark.parametrize("fields,fragment", [
+    ({"args": ["x"] * 65}, "at most 64 args"),
+    ({"args": ["a\x00b"]}, r"args\[0\] must be a string"),
+    ({"args": ["x" * 4097]}, r"args\[0\]"),
+    ({"env": {"PATH": "/tmp"}}, "'PATH' is the sandbox's own"),
+    ({"env": {"LD_PRELOAD": "/tmp/x.so"}}, "'LD_PRELOAD' is the sandbox's own"),
+    ({"env": {"LC_ALL": "C"}}, "'LC_ALL' is the sandbox's own"),
+    ({"env": {"1X": ""}}, "letters, digits and _"),
+    ({"env": {"A=B": ""}}, "letters, digits and _"),
+    ({"env": {"X": "a\x00"}}, "without NUL"),
+    ({"env": {f"V{i}": "" for i in range(33)}}, "at most 32 env"),
+])
+def test_bad_args_and_env_are_refused_with_a_reason(fields, fragment):
+    with pytest.raises(InvalidSpecError, match=fragment):
+        resolve(**fields)

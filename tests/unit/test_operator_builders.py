@@ -155,9 +155,11 @@ def test_resource_spec_resolves_to_a_runner_spec_or_a_reason():
 def test_the_api_writes_the_spec_the_operator_reads_back():
     request = crd.request_from_spec(
         {"language": "bash", "code": "cat", "stdin": "in", "timeoutSeconds": 4, "maxMemoryMb": 64,
-         "files": [{"name": "d/x.txt", "content": "x", "encoding": "utf-8"}]},
+         "files": [{"name": "d/x.txt", "content": "x", "encoding": "utf-8"}],
+         "args": ["-n", "a b"], "env": [{"name": "A", "value": "1"}, {"name": "B", "value": ""}]},
         catalogue=CATALOGUE, limits=OperatorConfig().limits,
     )
+    assert (request.args, request.env) == (("-n", "a b"), (("A", "1"), ("B", "")))
     spec = crd.execution_spec(request, retention_seconds=60)
     assert spec["ttlSecondsAfterFinished"] == 60
     assert crd.request_from_spec(spec, catalogue=CATALOGUE, limits=OperatorConfig().limits) == request
