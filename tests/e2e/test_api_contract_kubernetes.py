@@ -8,29 +8,21 @@ specifics: 50 concurrent executions, each run exactly once, and the tenant kept 
 from __future__ import annotations
 
 import concurrent.futures
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_operator import (  # noqa: F401  (fixtures)
-    KUBECONFIG,
-    _delete_namespace,
-    events_for,
-    get_json,
-    make_namespace,
-    operator,
-    sandbox_crd,
-)
+from tests.e2e.kube import KUBECONFIG, events_for, get_json
 from tests.integration.conftest import TENANT, UNTHROTTLED, api, start_api_server  # noqa: F401  (fixtures)
 from tests.integration.test_api_contract import *  # noqa: F401,F403  (the contract tests themselves)
 
-pytestmark = pytest.mark.e2e
-
 
 @pytest.fixture(scope="session")
-def contract_namespace(operator) -> str:  # noqa: F811
-    name = make_namespace()
-    yield name
-    _delete_namespace(name)
+def contract_namespace(new_namespace, operator) -> Iterator[str]:  # noqa: ARG001  (it watches)
+    """The namespace every API server started here creates its SandboxExecutions in."""
+    with new_namespace(f"{Path(__file__).name}::contract_namespace", watched=True) as name:
+        yield name
 
 
 @pytest.fixture(scope="session")

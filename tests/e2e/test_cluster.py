@@ -5,17 +5,14 @@ Waits below are bounds against hanging (a slow machine passes, a stuck one fails
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.e2e.conftest import Cluster
+from tests.e2e.kube import LANGUAGES_FILE, apply, get_json, kubectl
 
-REPO = Path(__file__).resolve().parents[2]
-CATALOGUE = yaml.safe_load((REPO / "operator" / "sandbox_operator" / "languages.yaml").read_text())["languages"]
+CATALOGUE = yaml.safe_load(LANGUAGES_FILE.read_text())["languages"]
 PYTHON_IMAGE = CATALOGUE["python"]["image"]
 # One line of each language, run by the interpreter the catalogue names.
 HELLO = {
@@ -67,10 +64,6 @@ def pod(name: str, spec: dict, labels: dict | None = None) -> dict:
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels or {}}, "spec": spec}
 
 
-def apply(cluster: Cluster, namespace: str, manifest: dict, check: bool = True):
-    return cluster.kubectl_run("-n", namespace, "apply", "-f", "-", input=json.dumps(manifest), check=check)
-
-
 def eventually(probe, expected: str, what: str, seconds: float = 90) -> None:
     """Poll probe() until it returns expected; fail with the last answer after `seconds`."""
     deadline = time.monotonic() + seconds
@@ -82,8 +75,8 @@ def eventually(probe, expected: str, what: str, seconds: float = 90) -> None:
         answer = probe()
 
 
-def test_node_is_ready(cluster: Cluster):
-    nodes = json.loads(cluster.kubectl_run("get", "nodes", "-o", "json").stdout)["items"]
+def test_node_is_ready(cluster):  # noqa: ARG001  (up first)
+    nodes = get_json("nodes")["items"]
     assert len(nodes) == 1
     conditions = {c["type"]: c["status"] for c in nodes[0]["status"]["conditions"]}
     assert conditions["Ready"] == "True", conditions
@@ -91,7 +84,7 @@ def test_node_is_ready(cluster: Cluster):
 
 
 @pytest.mark.parametrize("language", sorted(HELLO))
-def test_job_with_each_runtime_image_completes_and_its_logs_are_read(cluster: Cluster, namespace: str, language: str):
+def test_job_with_each_runtime_image_completes_and_its_logs_are_read(namespace: str, language: str):
     image = CATALOGUE[language]["image"]
     job = {
         "apiVersion": "batch/v1",
@@ -109,35 +102,36 @@ def test_job_with_each_runtime_image_completes_and_its_logs_are_read(cluster: Cl
             },
         },
     }
-    apply(cluster, namespace, job)
-    cluster.kubectl_run("-n", namespace, "wait", "--for=condition=Complete", f"job/hello-{language}", "--timeout=180s")
+    apply(namespace, job)
+    kubectl("-n", namespace, "wait", "--for=condition=Complete", f"job/hello-{language}", "--timeout=180s")
     # kubectl logs goes through the API server, which fetches them from the kubelet.
-    main_log = cluster.kubectl_run("-n", namespace, "logs", f"job/hello-{language}", "-c", "main").stdout
+    main_log = kubectl("-n", namespace, "logs", f"job/hello-{language}", "-c", "main").stdout
     version = CATALOGUE[language]["version"].split(".")[0]
     assert main_log.strip() == f"hello from {'node' if language == 'javascript' else language} {version}"
-    runner_log = cluster.kubectl_run("-n", namespace, "logs", f"job/hello-{language}", "-c", "runner-python").stdout
+    runner_log = kubectl("-n", namespace, "logs", f"job/hello-{language}", "-c", "runner-python").stdout
     assert runner_log.strip() == "python3 present"
 
 
-def test_restricted_pod_runs_and_privileged_pod_is_refused(cluster: Cluster, namespace: str):
-    cluster.kubectl_run("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
+def test_restricted_pod_runs_and_privileged_pod_is_refused(namespace: str):
+    # The namespace enforces `restricted`, as every e2e namespace does.
+    assert get_json("namespace", namespace)["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     restricted = pod("restricted", restricted_pod_spec(
         restricted_container("main", PYTHON_IMAGE, ["python3", "-c", "import os; print('uid', os.getuid())"])))
-    apply(cluster, namespace, restricted)
-    cluster.kubectl_run("-n", namespace, "wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/restricted",
+    apply(namespace, restricted)
+    kubectl("-n", namespace, "wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/restricted",
                         "--timeout=120s")
-    assert cluster.kubectl_run("-n", namespace, "logs", "restricted").stdout.strip() == "uid 65532"
+    assert kubectl("-n", namespace, "logs", "restricted").stdout.strip() == "uid 65532"
 
     privileged_container = {"name": "main", "image": PYTHON_IMAGE, "command": ["python3", "-c", "pass"],
                             "securityContext": {"privileged": True}}
-    refused = apply(cluster, namespace, pod("privileged", {"containers": [privileged_container]}), check=False)
+    refused = apply(namespace, pod("privileged", {"containers": [privileged_container]}), check=False)
     assert refused.returncode != 0
     assert 'violates PodSecurity "restricted:latest"' in refused.stderr
     assert "privileged" in refused.stderr
-    assert cluster.kubectl_run("-n", namespace, "get", "pod", "privileged", check=False).returncode != 0
+    assert kubectl("-n", namespace, "get", "pod", "privileged", check=False).returncode != 0
 
 
-def test_pod_reaches_the_api_server_through_the_kubernetes_service(cluster: Cluster, namespace: str):
+def test_pod_reaches_the_api_server_through_the_kubernetes_service(namespace: str):
     # The pod calls the API server at the `kubernetes` Service's cluster IP (from the env the kubelet
     # injects) with its service account token, verifying the server against the cluster CA.
     script = """
@@ -150,34 +144,34 @@ context = ssl.create_default_context(cafile=account + "/ca.crt")
 context.check_hostname = False  # the certificate names the Service, we dial its IP
 print(host, json.load(urllib.request.urlopen(request, context=context, timeout=10))["gitVersion"])
 """
-    apply(cluster, namespace, pod("caller", restricted_pod_spec(
+    apply(namespace, pod("caller", restricted_pod_spec(
         restricted_container("main", PYTHON_IMAGE, ["python3", "-c", script]))))
-    cluster.kubectl_run("-n", namespace, "wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/caller",
+    kubectl("-n", namespace, "wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/caller",
                         "--timeout=120s")
-    service_ip = cluster.kubectl_run("-n", "default", "get", "service", "kubernetes",
+    service_ip = kubectl("-n", "default", "get", "service", "kubernetes",
                                      "-o", "jsonpath={.spec.clusterIP}").stdout
-    assert cluster.kubectl_run("-n", namespace, "logs", "caller").stdout.split() == [service_ip, "v1.34.4"]
+    assert kubectl("-n", namespace, "logs", "caller").stdout.split() == [service_ip, "v1.34.4"]
 
 
-def test_deny_all_network_policy_blocks_egress_and_removing_it_restores_traffic(cluster: Cluster, namespace: str):
+def test_deny_all_network_policy_blocks_egress_and_removing_it_restores_traffic(namespace: str):
     server = restricted_container("main", PYTHON_IMAGE, ["python3", "-m", "http.server", "8080", "-d", "/tmp"])
     server["volumeMounts"] = [{"name": "tmp", "mountPath": "/tmp"}]
     server_spec = restricted_pod_spec(server, restart_policy="Always")
     server_spec["volumes"] = [{"name": "tmp", "emptyDir": {}}]
-    apply(cluster, namespace, pod("server", server_spec, labels={"app": "server"}))
+    apply(namespace, pod("server", server_spec, labels={"app": "server"}))
     client = restricted_container("main", PYTHON_IMAGE, ["python3", "-c", "import time; time.sleep(3600)"])
-    apply(cluster, namespace, pod("client", restricted_pod_spec(client, restart_policy="Always"), labels={"app": "client"}))
+    apply(namespace, pod("client", restricted_pod_spec(client, restart_policy="Always"), labels={"app": "client"}))
     for name in ("server", "client"):
-        cluster.kubectl_run("-n", namespace, "wait", "--for=condition=Ready", f"pod/{name}", "--timeout=120s")
-    server_ip = cluster.kubectl_run("-n", namespace, "get", "pod", "server", "-o", "jsonpath={.status.podIP}").stdout
-    api_ip = cluster.kubectl_run("-n", "default", "get", "service", "kubernetes", "-o", "jsonpath={.spec.clusterIP}").stdout
+        kubectl("-n", namespace, "wait", "--for=condition=Ready", f"pod/{name}", "--timeout=120s")
+    server_ip = kubectl("-n", namespace, "get", "pod", "server", "-o", "jsonpath={.status.podIP}").stdout
+    api_ip = kubectl("-n", "default", "get", "service", "kubernetes", "-o", "jsonpath={.spec.clusterIP}").stdout
     targets = {"api server": (api_ip, "443"), "other pod": (server_ip, "8080")}
 
     def reachability() -> str:
         # kubectl exec, through the API server and the kubelet, runs each probe as a new connection.
         answers = []
         for target, (host, port) in targets.items():
-            out = cluster.kubectl_run("-n", namespace, "exec", "client", "--", "python3", "-c", PROBE, host, port).stdout
+            out = kubectl("-n", namespace, "exec", "client", "--", "python3", "-c", PROBE, host, port).stdout
             answers.append(f"{target}: {out.split()[0]}")
         return ", ".join(answers)
 
@@ -188,7 +182,7 @@ def test_deny_all_network_policy_blocks_egress_and_removing_it_restores_traffic(
         "metadata": {"name": "deny-all-egress"},
         "spec": {"podSelector": {"matchLabels": {"app": "client"}}, "policyTypes": ["Egress"]},
     }
-    apply(cluster, namespace, deny_all_egress)
+    apply(namespace, deny_all_egress)
     eventually(reachability, "api server: blocked, other pod: blocked", "with the deny-all egress policy")
-    cluster.kubectl_run("-n", namespace, "delete", "networkpolicy", "deny-all-egress")
+    kubectl("-n", namespace, "delete", "networkpolicy", "deny-all-egress")
     eventually(reachability, "api server: open, other pod: open", "after removing the policy")

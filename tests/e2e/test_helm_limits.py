@@ -3,27 +3,23 @@ by both. Its own release (rate and concurrency set low), called from a pod insid
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.test_helm import Release, install, uninstall
+from tests.e2e.kube import Release
 
-pytestmark = pytest.mark.e2e
 BURST = 12
 CONCURRENT = 2
 
 
 @pytest.fixture(scope="module")
-def limited() -> Iterator[Release]:
-    installed = install(f"sbxlim-{uuid.uuid4().hex[:8]}", "--set", "api.replicas=2", "--set", "operator.replicas=1",
-                        "--set", "api.ratePerMinute=1", "--set", f"api.rateBurst={BURST}",
-                        "--set", f"api.maxConcurrentPerKey={CONCURRENT}")
-    try:
+def limited(installed_release, request: pytest.FixtureRequest) -> Iterator[Release]:
+    """A release with the rate and the concurrency per key set low."""
+    with installed_release(request.node.nodeid, "--set", "api.replicas=2", "--set", "operator.replicas=1",
+                           "--set", "api.ratePerMinute=1", "--set", f"api.rateBurst={BURST}",
+                           "--set", f"api.maxConcurrentPerKey={CONCURRENT}") as installed:
         yield installed
-    finally:
-        uninstall(installed)
 
 
 def test_concurrency_and_rate_hold_across_both_replicas(limited):

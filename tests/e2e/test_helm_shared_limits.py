@@ -6,36 +6,26 @@ beyond its retained-bytes budget."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import uuid
 
 import pytest
-import yaml
 
+from sandbox_api.config import Settings
 from sandbox_api.limits import LimitExceeded
 from sandbox_api.shared_limits import ANNOTATION_SPEC_BYTES, OBJECT_OVERHEAD_BYTES, PAGE_SIZE, SharedLimits
-from sandbox_operator import contract
-from tests.e2e.test_operator import KUBECONFIG, REPO, kubectl
+from sandbox_contract import crd
+from tests.e2e.kube import KUBECONFIG, apply, execution_body, get_json, kubectl
 
-pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture()
-def namespace():
-    if not os.path.exists(KUBECONFIG):
-        pytest.fail(f"no cluster kubeconfig at {KUBECONFIG}: run `make cluster-up` first")
-    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "charts" / "code-sandbox" / "crds" / "sandboxexecutions.yaml"))
-    name = f"sbxlimits-{uuid.uuid4().hex[:8]}"
-    kubectl("create", "namespace", name)
-    try:
-        yield name
-    finally:
-        kubectl("delete", "namespace", name, "--wait=false", check=False)
+# No operator acts in the `namespace` fixture's namespaces: executions created there stay unfinished.
+pytestmark = pytest.mark.usefixtures("sandbox_crd")
 
 
-def replicas(namespace: str, retained_bytes: int = 1 << 30, **limits) -> list[SharedLimits]:
-    return [SharedLimits(namespace=namespace, retained_bytes=retained_bytes, **limits) for _ in range(2)]
+def replicas(namespace: str, *, per_minute: int, burst: int, per_tenant: int,
+             retained_bytes: int = 1 << 30) -> list[SharedLimits]:
+    """Two limiters on `namespace`, as two API replicas configured alike would hold."""
+    settings = Settings(kubernetes_namespace=namespace, rate_per_minute=per_minute, rate_burst=burst,
+                        max_concurrent_per_key=per_tenant, max_retained_bytes_per_key=retained_bytes)
+    return [SharedLimits(settings) for _ in range(2)]
 
 
 async def outcomes(calls) -> tuple[int, int]:
@@ -77,23 +67,17 @@ def test_tenants_have_separate_buckets(namespace):
     assert asyncio.run(run_with(limiters, body)) == ((2, 2), (2, 0))
 
 
-def execution_body(name: str, tenant: str, annotations: dict[str, str] | None = None) -> dict:
-    """A SandboxExecution of `tenant`; no operator serves this namespace, so it stays unfinished."""
-    metadata = {"name": name, "labels": {contract.LABEL_TENANT: contract.tenant_label_value(tenant)}}
+def tenant_execution(name: str, tenant: str, annotations: dict[str, str] | None = None) -> dict:
+    """A SandboxExecution of `tenant`, labelled as the API labels it."""
+    metadata = {"labels": {crd.LABEL_TENANT: crd.tenant_label_value(tenant)}}
     if annotations:
         metadata["annotations"] = annotations
-    return {"apiVersion": contract.API_VERSION, "kind": contract.KIND, "metadata": metadata,
-            "spec": {"language": "python", "code": "print(1)"}}
-
-
-def execution(name: str, tenant: str) -> str:
-    return yaml.safe_dump(execution_body(name, tenant))
+    return execution_body(name, code="print(1)", metadata=metadata)
 
 
 def test_concurrency_counts_unfinished_executions_across_replicas(namespace):
     # Two unfinished executions already exist for the tenant (no operator here: they stay pending).
-    for name in ("running-a", "running-b"):
-        kubectl("apply", "-n", namespace, "-f", "-", input=execution(name, "acme"))
+    apply(namespace, tenant_execution("running-a", "acme"), tenant_execution("running-b", "acme"))
     limiters = replicas(namespace, per_minute=600, burst=100, per_tenant=3)
 
     async def body():
@@ -108,8 +92,8 @@ def test_concurrency_counts_unfinished_executions_across_replicas(namespace):
 def test_concurrency_counts_every_page_of_the_list(namespace):
     # More unfinished executions than one page of the list holds: all of them count.
     existing = PAGE_SIZE + 20
-    items = [execution_body(f"pending-{index}", "acme") for index in range(existing)]
-    kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": items}))
+    apply(namespace, {"apiVersion": "v1", "kind": "List",
+                      "items": [tenant_execution(f"pending-{index}", "acme") for index in range(existing)]})
     limiters = replicas(namespace, per_minute=600, burst=100, per_tenant=existing + 1)
 
     async def body():
@@ -119,18 +103,17 @@ def test_concurrency_counts_every_page_of_the_list(namespace):
 
 
 def test_oldest_finished_executions_are_deleted_beyond_the_retained_bytes_budget(namespace):
-    stored = {contract.ANNOTATION_RESULT_BYTES: "1000", ANNOTATION_SPEC_BYTES: "200"}
+    stored = {crd.ANNOTATION_RESULT_BYTES: "1000", ANNOTATION_SPEC_BYTES: "200"}
     for name in ("a-oldest", "b-older", "c-newest"):  # created in this order (names break ties of a second)
-        kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(execution_body(name, "acme", stored)))
-        kubectl("patch", "-n", namespace, f"{contract.PLURAL}/{name}", "--subresource=status", "--type=merge",
+        apply(namespace, tenant_execution(name, "acme", stored))
+        kubectl("-n", namespace, "patch", f"{crd.PLURAL}/{name}", "--subresource=status", "--type=merge",
                 "-p", '{"status": {"phase": "completed"}}')
-    kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(execution_body("d-running", "acme", stored)))
-    kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(execution_body("other-tenant", "globex", stored)))
+    apply(namespace, tenant_execution("d-running", "acme", stored), tenant_execution("other-tenant", "globex", stored))
     # 4 executions of acme, each 1200 bytes and the object's overhead; the budget keeps two: the
     # running one, and the newest finished.
     each = 1200 + OBJECT_OVERHEAD_BYTES
     limiters = replicas(namespace, retained_bytes=2 * each + each // 2, per_minute=600, burst=100, per_tenant=10)
     assert asyncio.run(run_with(limiters, lambda: outcomes([limiters[0].admit("acme", "new")]))) == (1, 0)
-    names = {item["metadata"]["name"] for item in json.loads(kubectl("get", "-n", namespace, contract.PLURAL, "-o", "json").stdout)["items"]
+    names = {item["metadata"]["name"] for item in get_json("-n", namespace, crd.PLURAL)["items"]
              if not item["metadata"].get("deletionTimestamp")}
     assert names == {"c-newest", "d-running", "other-tenant"}

@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import yaml
 
-from tests.e2e.test_operator import execution, get_json, kubectl, ns, operator, sandbox_crd, wait_finished, wait_until  # noqa: F401
-
-pytestmark = pytest.mark.e2e
+from tests.e2e.kube import apply, execution, get_json, kubectl, wait_finished, wait_until
 
 IMAGE = "localhost/sandbox/python:3.11-bookworm"
 RESTRICTED = {
@@ -48,8 +45,8 @@ def pod(name: str, command: list[str], labels: dict | None = None) -> str:
 
 
 def targets_for(ns: str, operator) -> list[tuple[str, int]]:
-    kubectl("apply", "-n", ns, "-f", "-", input=pod("listener", ["python3", "-m", "http.server", "8080"]))
-    kubectl("wait", "-n", ns, "--for=condition=Ready", "pod/listener", "--timeout=120s")
+    apply(ns, pod("listener", ["python3", "-m", "http.server", "8080"]))
+    kubectl("-n", ns, "wait", "--for=condition=Ready", "pod/listener", "--timeout=120s")
     listener_ip = get_json("-n", ns, "pod/listener")["status"]["podIP"]
     service = get_json("-n", "default", "service/kubernetes")["spec"]
     endpoints = get_json("-n", "default", "endpoints/kubernetes")["subsets"][0]
@@ -65,13 +62,13 @@ def targets_for(ns: str, operator) -> list[tuple[str, int]]:
 def test_sandbox_reaches_no_pod_no_api_server_no_operator(ns, operator):
     targets = targets_for(ns, operator)
     # The control: an ordinary pod in the same namespace reaches every target.
-    kubectl("apply", "-n", ns, "-f", "-", input=pod("control", ["python3", "-c", PROBE, json.dumps(targets)]))
+    apply(ns, pod("control", ["python3", "-c", PROBE, json.dumps(targets)]))
     wait_until(lambda: get_json("-n", ns, "pod/control")["status"].get("phase") in ("Succeeded", "Failed"),
                120, "the control pod finished")
-    control = json.loads(kubectl("logs", "-n", ns, "pod/control").stdout)
+    control = json.loads(kubectl("-n", ns, "logs", "pod/control").stdout)
     assert set(control.values()) == {"open"}, f"the control pod could not reach every target: {control}"
     # The sandbox: the same probe through a SandboxExecution reaches none of them.
-    kubectl("apply", "-n", ns, "-f", "-", input=execution(
+    apply(ns, execution(
         "probe", code=PROBE, files=[{"name": "targets.json", "content": json.dumps(targets)}], timeoutSeconds=60,
     ))
     status = wait_finished(ns, "probe")["status"]

@@ -6,21 +6,16 @@ program. The program must not trace it, signal it, or write a result line throug
 
 from __future__ import annotations
 
-import pytest
-
-from tests.e2e.test_operator import execution, kubectl, ns, operator, sandbox_crd, wait_finished  # noqa: F401
+from tests.e2e.kube import apply, execution, wait_finished
 from tests.integration.test_local_attacks import FORGE_THROUGH_PROC, SIGNAL_EVERY_PROCESS, TRACE_EVERY_PROCESS
-
-pytestmark = pytest.mark.e2e
 
 
 def test_the_runner_in_a_pod_cannot_be_traced_signalled_or_forged(ns):
-    kubectl("apply", "-n", ns, "-f", "-", input="---\n".join([
-        execution("trace", code=TRACE_EVERY_PROCESS),
-        execution("signal", code=SIGNAL_EVERY_PROCESS, timeoutSeconds=10),
-        execution("forge", code=FORGE_THROUGH_PROC),
-        execution("kill-all", language="bash", code="sleep 30 & kill -9 -1; wait; echo survived; exit 3"),
-    ]))
+    apply(ns,
+          execution("trace", code=TRACE_EVERY_PROCESS),
+          execution("signal", code=SIGNAL_EVERY_PROCESS, timeoutSeconds=10),
+          execution("forge", code=FORGE_THROUGH_PROC),
+          execution("kill-all", language="bash", code="sleep 30 & kill -9 -1; wait; echo survived; exit 3"))
     trace = wait_finished(ns, "trace")["status"]
     lines = trace["stdout"].splitlines()
     assert "1 EPERM" in lines and all(line.endswith(" EPERM") for line in lines), trace
