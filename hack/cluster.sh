@@ -110,9 +110,17 @@ node_ready_since_start() {
   [[ $ready == "True "* && ! ${ready#True } < $KUBELET_STARTED ]]
 }
 
+# containerd's CRI service logged its last start-up step since containerd was last started.
+cri_serving() {
+  awk '/^==== .* starting:/ { ready = 0 } /msg="Start streaming server"/ { ready = 1 } END { exit !ready }' \
+    "$LOGS/containerd.log"
+}
+
 start_node() {
   start_component containerd host containerd --config "$CONF/containerd.toml"
   wait_for "containerd's socket" 30 containerd ctr --address "$CONTAINERD_SOCKET" version
+  # The socket answers before the CRI plugin has initialised, and a kubelet asking then exits.
+  wait_for "containerd's CRI service" 60 containerd cri_serving
   local tarballs
   mapfile -t tarballs < <("$HACK_DIR/images.sh" tarballs 2>/dev/null)
   "$HACK_DIR/images.sh" import "${tarballs[@]}"

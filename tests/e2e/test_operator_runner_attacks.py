@@ -1,6 +1,6 @@
 """The runner under attack in a real sandbox pod: the same attacks as on the local backend.
 
-In the pod the runner is pid 1 of the container (the isolation gate execs it), same uid as the
+In the pod the runner is pid 1 of the container (its own isolation gate runs first), same uid as the
 program. The program must not trace it, signal it, or write a result line through /proc.
 """
 
