@@ -68,7 +68,7 @@ def create_app(settings: Settings, *, keys: KeyRing, backend: Backend | None = N
         limits=limits,
         metrics=metrics,
         service=ExecutionService(
-            catalogue=catalogue, limits=settings.limits(), backend=backend, key_limits=limits, metrics=metrics
+            catalogue=catalogue, limits=settings.limits, backend=backend, key_limits=limits, metrics=metrics
         ),
     )
 

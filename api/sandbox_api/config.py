@@ -42,7 +42,7 @@ class Settings:
     header_timeout_seconds: int = _setting(10, "time a client has to send a request's headers; the connection is closed beyond")
     body_timeout_seconds: int = _setting(30, "time a client has to send a request's body once its headers are in (408 beyond), or the rest of a refused one (closed beyond)")
     # SANDBOX_DEFAULT_TIMEOUT_SECONDS and the other limits the operator reads too.
-    execution_limits: ExecutionLimits = group(ExecutionLimits)
+    limits: ExecutionLimits = group(ExecutionLimits)
     result_retention_seconds: int = _setting(3600, "how long finished results stay readable by GET")
     max_result_bytes: int = _setting(256 * 1024 * 1024, "local backend: bytes of finished results kept in memory (oldest forgotten first)")
     max_retained_bytes_per_key: int = _setting(
@@ -55,9 +55,6 @@ class Settings:
 
     def __post_init__(self) -> None:
         check(self)
-
-    def limits(self) -> ExecutionLimits:
-        return self.execution_limits
 
 
 def settings_from_env(environ: dict[str, str] | None = None, **overrides) -> Settings:

@@ -84,9 +84,6 @@ class Result:
         """An execution that ended without a result from the runner."""
         return cls(status=Phase(status), reason=reason, oom_killed=oom_killed, limits=limits)
 
-    def replace(self, **changes) -> Result:
-        return dataclasses.replace(self, **changes)
-
     def to_document(self) -> dict:
         """The result document: the runner's fields (as the HTTP API returns them) and `limits`."""
         document = {name: getattr(self, name) for name in FIELDS}

@@ -8,7 +8,8 @@ import sys
 
 import kopf
 
-from sandbox_operator.config import ConfigError, OperatorConfig
+from sandbox_contract.settings import SettingError
+from sandbox_operator.config import OperatorConfig
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = OperatorConfig.from_env()
-    except ConfigError as error:
+    except SettingError as error:
         print(f"sandbox-operator: {error}", file=sys.stderr)
         return 2
     kopf.configure(

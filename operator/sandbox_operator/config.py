@@ -8,11 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sandbox_contract.request import ExecutionLimits
-from sandbox_contract.settings import SettingError, check, comma_list, group, read_settings, setting
+from sandbox_contract.settings import check, comma_list, group, read_settings, setting
 from sandbox_contract.settings import markdown_table as settings_table
-
-# The name the operator's callers catch: a variable holds a value the operator cannot use.
-ConfigError = SettingError
 
 
 def _namespaces(text: str) -> tuple[str, ...]:

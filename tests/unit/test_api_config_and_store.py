@@ -18,7 +18,7 @@ def test_settings_come_from_sandbox_variables():
     settings = settings_from_env({"SANDBOX_PORT": "9001", "SANDBOX_INSECURE_NO_AUTH": "true",
                                   "SANDBOX_LANGUAGES_FILE": "/x.yaml"})
     assert (settings.port, settings.insecure_no_auth, settings.languages_file) == (9001, True, "/x.yaml")
-    assert settings.limits().max_timeout_seconds == 60
+    assert settings.limits.max_timeout_seconds == 60
 
 
 @pytest.mark.parametrize("variable,value", [("SANDBOX_PORT", "eighty"), ("SANDBOX_INSECURE_NO_AUTH", "maybe")])
@@ -39,7 +39,7 @@ def test_the_limits_keep_their_flags(monkeypatch):
     monkeypatch.setenv("SANDBOX_MAX_TIMEOUT_SECONDS", "120")
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    limits = settings_from_args(parser.parse_args(["--default-timeout-seconds", "90", "--max-processes", "7"])).limits()
+    limits = settings_from_args(parser.parse_args(["--default-timeout-seconds", "90", "--max-processes", "7"])).limits
     assert (limits.default_timeout_seconds, limits.max_timeout_seconds, limits.max_processes) == (90, 120, 7)
 
 

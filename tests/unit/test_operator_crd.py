@@ -8,7 +8,8 @@ import yaml
 
 from sandbox_contract import crd
 from sandbox_contract.result import FIELDS, STATUS_NAMES, TERMINAL_PHASES, Phase
-from sandbox_operator.config import ConfigError, OperatorConfig
+from sandbox_contract.settings import SettingError
+from sandbox_operator.config import OperatorConfig
 
 CRD = yaml.safe_load((Path(__file__).parents[2] / "charts" / "code-sandbox" / "crds" / "sandboxexecutions.yaml").read_text())
 VERSION = CRD["spec"]["versions"][0]
@@ -73,7 +74,7 @@ def test_operator_config_errors_name_the_variable():
     for env in ({"SANDBOX_SETUP_DEADLINE_SECONDS": "soon"}, {"SANDBOX_TOLERATIONS": "{}"}):
         try:
             OperatorConfig.from_env(env)
-        except ConfigError as error:
+        except SettingError as error:
             assert next(iter(env)) in str(error)
         else:
             raise AssertionError(f"{env} was accepted")

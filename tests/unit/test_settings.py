@@ -12,13 +12,14 @@ from sandbox_api.config import markdown_table as api_table
 from sandbox_api.config import settings_from_env
 from sandbox_contract.request import ExecutionLimits
 from sandbox_contract.settings import SettingError, check, group, read_settings, setting, settings_of
-from sandbox_operator.config import ConfigError, OperatorConfig
+from sandbox_contract.settings import SettingError
+from sandbox_operator.config import OperatorConfig
 from sandbox_operator.config import markdown_table as operator_table
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 # The limits each program reads from an environment.
 BOTH_PROGRAMS = pytest.mark.parametrize("limits_from", [
-    lambda environment: settings_from_env(environment).limits(),
+    lambda environment: settings_from_env(environment).limits,
     lambda environment: OperatorConfig.from_env(environment).limits,
 ], ids=["api", "operator"])
 
@@ -98,9 +99,9 @@ def test_both_programs_read_the_same_limits(limits_from):
 
 def test_the_operator_refuses_negative_numbers_and_names_the_variable():
     for environment in ({"SANDBOX_JOB_TTL_SECONDS": "-1"}, {"SANDBOX_PRIORITY": "high"}, {"SANDBOX_TOLERATIONS": "{}"}):
-        with pytest.raises(ConfigError, match=next(iter(environment))):
+        with pytest.raises(SettingError, match=next(iter(environment))):
             OperatorConfig.from_env(environment)
-    with pytest.raises(ConfigError, match="SANDBOX_SETUP_DEADLINE_SECONDS"):
+    with pytest.raises(SettingError, match="SANDBOX_SETUP_DEADLINE_SECONDS"):
         OperatorConfig(setup_deadline_seconds=-1)
 
 

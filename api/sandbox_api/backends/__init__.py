@@ -21,7 +21,7 @@ def _create_local(settings: Settings, catalogue: Catalogue) -> Backend:
 
     return LocalBackend(
         catalogue=catalogue,
-        limits=settings.limits(),
+        limits=settings.limits,
         runner_source=RUNNER_PATH,
         workers=settings.local_workers,
         store=ExecutionStore(retention_seconds=settings.result_retention_seconds, max_bytes=settings.max_result_bytes),

@@ -14,6 +14,7 @@ to the request's, and hands it the spec; every sandbox runs exactly one executio
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import shutil
@@ -261,5 +262,5 @@ def _result_from(execution: Execution, document: dict | None, runner_stderr: str
         return _state(execution, Phase.ERROR_SETUP, f"the sandbox failed without a result: {last_line[0][:300]}")
     result = Result.from_runner(document, limits)
     if oom_kills and result.status == Phase.ERROR_RUNTIME:
-        result = result.replace(oom_killed=True, reason=oom_reason)
+        result = dataclasses.replace(result, oom_killed=True, reason=oom_reason)
     return _answer(execution, result)
