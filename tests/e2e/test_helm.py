@@ -113,9 +113,11 @@ def test_upgrade_adds_a_language_and_loses_no_execution_in_flight(release):
     waiter.start()
     time.sleep(2)  # the blocking request is on its way before the rollout starts (ordering, not timing)
     python = yaml.safe_load(LANGUAGES_FILE.read_text())["languages"]["python"]
-    added = {**python, "aliases": ["py-unbuffered"], "command": ["python3", "-u", "{main}"]}
+    added = {**python, "aliases": ["py-unbuffered"], "run": ["python3", "-u", "{main}"]}
+    # A `languages` value replaces the shipped catalogue whole: give it (a values file) and the new entry.
     helm("upgrade", release.name, str(CHART), "--namespace", release.namespace, "--reuse-values",
-         "--set-json", f"languages.python-u={json.dumps(added)}", "--wait", "--timeout", INSTALL_TIMEOUT)
+         "-f", str(LANGUAGES_FILE), "--set-json", f"languages.python-u={json.dumps(added)}",
+         "--wait", "--timeout", INSTALL_TIMEOUT)
     waiter.join(timeout=FINISH_SECONDS)
     status, result = blocking["answer"]
     assert (status, result["status"], result["stdout"]) == (200, "completed", "waited\n"), result

@@ -5,6 +5,7 @@ network policies, values validation, and the catalogue and CRD it shares with th
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import subprocess
@@ -166,21 +167,49 @@ def test_api_egress_reaches_only_the_kubernetes_api():
     assert ingress["ports"] == [{"protocol": "TCP", "port": 8000}]
 
 
-def test_language_catalogue_is_the_packaged_one_by_default(default_docs):
-    shipped = yaml.safe_load((REPO / "contract" / "sandbox_contract" / "languages.yaml").read_text())
-    (configmap,) = find(default_docs, "ConfigMap", "languages")
-    assert yaml.safe_load(configmap["data"]["languages.yaml"]) == shipped
-    assert env_of(default_docs, "api")["SANDBOX_LANGUAGES_FILE"] == "/etc/sandbox/languages/languages.yaml"
-    assert env_of(default_docs, "operator")["SANDBOX_LANGUAGES_FILE"] == "/etc/sandbox/languages/languages.yaml"
+SHIPPED_CATALOGUE = REPO / "contract" / "sandbox_contract" / "languages.yaml"
 
 
-def test_a_language_added_in_values_reaches_the_catalogue_and_rolls_the_pods(default_docs):
-    ruby = '{"version": "3.1", "image": "localhost/sandbox/ruby:3.1", "command": ["ruby", "{main}"], "main_file": "main.rb"}'
-    docs = render("--set-json", f"languages.ruby={ruby}")
-    (configmap,) = find(docs, "ConfigMap", "languages")
-    assert set(yaml.safe_load(configmap["data"]["languages.yaml"])["languages"]) == {"python", "javascript", "bash", "ruby"}
+@pytest.fixture(scope="module")
+def shipped_docs() -> list[dict]:
+    """The chart given the shipped catalogue as a values file, as one adds a language to it."""
+    return render("-f", str(SHIPPED_CATALOGUE))
+
+
+def languages_configmaps(docs: list[dict]) -> list[dict]:
+    return [yaml.safe_load(c["data"]["languages.yaml"]) for c in find(docs, "ConfigMap", "languages")]
+
+
+def test_language_catalogue_is_the_one_the_images_ship_by_default(default_docs):
+    """No second copy: by default the pods read the catalogue shipped in sandbox_contract."""
+    assert languages_configmaps(default_docs) == []
     for component in ("api", "operator"):
-        (before,) = find(default_docs, "Deployment", component)
+        assert "SANDBOX_LANGUAGES_FILE" not in env_of(default_docs, component)
+        (deployment,) = find(default_docs, "Deployment", component)
+        assert "languages" not in {v["name"] for v in deployment["spec"]["template"]["spec"]["volumes"]}
+
+
+def test_the_shipped_catalogue_is_a_values_file_rendered_unchanged(shipped_docs):
+    """`-f contract/sandbox_contract/languages.yaml` passes the schema and reaches the pods as it is."""
+    assert languages_configmaps(shipped_docs) == [yaml.safe_load(SHIPPED_CATALOGUE.read_text())]
+    assert env_of(shipped_docs, "api")["SANDBOX_LANGUAGES_FILE"] == "/etc/sandbox/languages/languages.yaml"
+    assert env_of(shipped_docs, "operator")["SANDBOX_LANGUAGES_FILE"] == "/etc/sandbox/languages/languages.yaml"
+
+
+def test_the_schema_knows_every_catalogue_field():
+    from sandbox_contract.catalogue import ENTRY_FIELDS
+
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert set(schema["properties"]["languages"]["additionalProperties"]["properties"]) == ENTRY_FIELDS
+
+
+def test_a_language_added_in_values_reaches_the_catalogue_and_rolls_the_pods(shipped_docs):
+    tcl = '{"version": "8.6", "image": "localhost/sandbox/tcl:8.6", "run": ["tclsh", "{main}"], "main_file": "main.tcl"}'
+    docs = render("-f", str(SHIPPED_CATALOGUE), "--set-json", f"languages.tcl={tcl}")
+    (catalogue,) = languages_configmaps(docs)
+    assert set(catalogue["languages"]) == set(yaml.safe_load(SHIPPED_CATALOGUE.read_text())["languages"]) | {"tcl"}
+    for component in ("api", "operator"):
+        (before,) = find(shipped_docs, "Deployment", component)
         (after,) = find(docs, "Deployment", component)
         key = "checksum/languages"
         assert before["spec"]["template"]["metadata"]["annotations"][key] != after["spec"]["template"]["metadata"]["annotations"][key]
@@ -221,6 +250,8 @@ def test_sandbox_pod_placement_values_reach_the_operator():
     (["--set", "api.replicas=0"], "/api/replicas"),
     (["--set", "images.api.tag=latest"], "/images/api/tag"),
     (["--set-json", 'languages.cobol={"version": "1"}'], "/languages/cobol"),
+    (["--set-json", 'languages.cobol={"version": "1", "image": "c:1", "main_file": "m", "command": ["c"]}'],
+     "additional properties 'command' not allowed"),
     (["--set", "sandboxNamespace.name=Not_A_Name"], "/sandboxNamespace/name"),
     (["--set", "api.keys.generateDefault=false"], "api.keys: give entries"),
     (["--set", "unknownValue=1"], "unknownValue"),

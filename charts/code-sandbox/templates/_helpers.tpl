@@ -124,8 +124,26 @@ seccompProfile:
   value: {{ .Values.limits.defaultMemoryMb | quote }}
 - name: SANDBOX_MAX_MEMORY_MB
   value: {{ .Values.limits.maxMemoryMb | quote }}
+{{- if .Values.languages }}
 - name: SANDBOX_LANGUAGES_FILE
   value: /etc/sandbox/languages/languages.yaml
+{{- end }}
+{{- end -}}
+
+{{/* The catalogue of the `languages` value, mounted only when given (else the images' own is read);
+     empty when not: include it through `with`. */}}
+{{- define "sandbox.languagesMount" -}}
+{{- if .Values.languages -}}
+- {name: languages, mountPath: /etc/sandbox/languages, readOnly: true}
+{{- end -}}
+{{- end -}}
+
+{{- define "sandbox.languagesVolume" -}}
+{{- if .Values.languages -}}
+- name: languages
+  configMap:
+    name: {{ include "sandbox.languages.name" . }}
+{{- end -}}
 {{- end -}}
 
 {{/* The two image checks our pods fail on purpose, with the reason next to the value causing them. */}}
