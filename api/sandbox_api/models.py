@@ -6,7 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from sandbox_contract.result import Phase, Result
+from sandbox_contract.catalogue import Language
+from sandbox_contract.result import CompileResult, Phase, Result, TestResult, TestSummary
 from sandbox_runner import is_printable_name
 
 EXECUTION_ID_PATTERN = r"^exec-[0-9a-f]{20}$"
@@ -27,6 +28,14 @@ class EncodedFile(StrictModel):
 
 
 FileValue = str | EncodedFile
+
+
+class TestCaseModel(StrictModel):
+    """One test case. Its expected output never enters the sandbox."""
+
+    input: str = Field("", description="The program's stdin for this case.")
+    expected_output: str = Field(description="What the program must print on stdout.")
+    name: str | None = Field(None, max_length=128, description="Shown with the case's verdict.")
 
 
 class ExecuteRequest(StrictModel):
@@ -60,6 +69,16 @@ class ExecuteRequest(StrictModel):
     )
     timeout_seconds: int | None = Field(None, description="Wall-clock limit in seconds; server default when absent.")
     max_memory_mb: int | None = Field(None, description="Memory limit in MB; server default when absent.")
+    tests: list[TestCaseModel] | None = Field(
+        None, description="Test cases: the program (compiled once) runs once per case, each with its own input, and "
+                          "each gets a verdict. Not together with input_data.")
+    comparison: Literal["trailing_whitespace", "exact"] | None = Field(
+        None, description="How outputs are compared with expected_output: trailing_whitespace (the default) ignores "
+                          "blanks at line ends and empty lines at the end; exact compares bytes.")
+    cpu_time_seconds: int | None = Field(None, description="CPU-time limit of the program in seconds; server default when absent.")
+    max_file_size_mb: int | None = Field(None, description="Largest file the program may write, in MB; server default when absent.")
+    compile_timeout_seconds: int | None = Field(
+        None, description="Wall-clock limit of the compile stage in seconds (compiled languages); server default when absent.")
     wait: bool = Field(True, description="Wait for the result (200); false returns 202 with the id at once.")
 
 
@@ -68,6 +87,10 @@ class AppliedLimits(StrictModel):
 
     timeout_seconds: int
     max_memory_mb: int
+    cpu_time_seconds: int | None = Field(None, description="null: no CPU-time limit, the wall clock bounds the program.")
+    max_file_size_mb: int
+    compile_timeout_seconds: int | None = Field(None, description="null: the language does not compile.")
+    deadline_seconds: int = Field(description="The whole execution's wall clock: the compile stage and every run.")
 
 
 class ExecutionResult(StrictModel):
@@ -88,6 +111,12 @@ class ExecutionResult(StrictModel):
     stdout_truncated: bool = False
     stderr_truncated: bool = False
     output_files_truncated: bool = False
+    cpu_time_ms: int | None = Field(None, description="CPU time the program used (user and system).")
+    limit_exceeded: Literal["wall_time", "cpu_time", "memory", "file_size"] | None = Field(
+        None, description="The limit that ended the run (file_size: a write hit it).")
+    compile: CompileResult | None = Field(None, description="The compile stage; null for a language that does not compile.")
+    tests: list[TestResult] | None = Field(None, description="One result per test case of the request, in order.")
+    test_summary: TestSummary | None = Field(None, description="Passed of total, and the first case that did not pass.")
     limits: AppliedLimits | None = Field(None, description="The limits applied; null until the execution is taken up.")
 
     @model_validator(mode="after")
@@ -119,7 +148,12 @@ class ExecutionAccepted(StrictModel):
 class LanguageInfo(StrictModel):
     name: str
     aliases: list[str]
-    version: str = Field(description="The version of the interpreter that actually runs the code.")
+    version: str = Field(description="The version of the toolchain that actually runs the code.")
+    compiled: bool = Field(description="Whether a compile stage runs before the program (its output is `compile`).")
+
+    @classmethod
+    def of(cls, language: Language, version: str) -> LanguageInfo:
+        return cls(name=language.name, aliases=list(language.aliases), version=version, compiled=language.compiled)
 
 
 class LanguageList(StrictModel):

@@ -76,24 +76,25 @@ def bind_request_schema(generic: dict[str, Any], state: AppState, languages: tup
         "A language name or alias (`GET /api/sandbox/languages`), matched ignoring case and surrounding "
         "whitespace."
     )
-    timeout, memory = properties["timeout_seconds"], properties["max_memory_mb"]
-    _branch(timeout, "integer").update(minimum=limits.min_timeout_seconds, maximum=limits.max_timeout_seconds)
-    timeout["description"] = (f"Wall-clock limit in seconds, {limits.min_timeout_seconds} to {limits.max_timeout_seconds}; "
-                              f"{limits.default_timeout_seconds} when absent or null.")
-    _branch(memory, "integer").update(minimum=limits.min_memory_mb, maximum=limits.max_memory_mb)
-    memory["description"] = (f"Memory limit in MB, {limits.min_memory_mb} to {limits.max_memory_mb}; "
-                             f"{limits.default_memory_mb} when absent or null.")
+    for name, (low, default, high) in limits.bounds().items():
+        field = properties[name]
+        _branch(field, "integer").update(minimum=low, maximum=high)
+        when_absent = "none" if not default else default
+        field["description"] = f"{field['description'].split(';')[0]}, {low} to {high}; {when_absent} when absent or null."
     _state_input_file_rules(_branch(properties["files"], "object"))
-    _state_args_and_env_rules(_branch(properties["args"], "array"), _branch(properties["env"], "object"))
+    runtime_names = state.catalogue.env_names()
+    _state_args_and_env_rules(_branch(properties["args"], "array"), _branch(properties["env"], "object"), runtime_names)
     return document
 
 
-def _state_args_and_env_rules(args: dict[str, Any], env: dict[str, Any]) -> None:
-    """The rules of sandbox_contract.request.validate_args and validate_env, as JSON Schema."""
+def _state_args_and_env_rules(args: dict[str, Any], env: dict[str, Any], runtime_names: frozenset[str]) -> None:
+    """The rules of sandbox_contract.request.validate_args and validate_env, as JSON Schema; the
+    runtimes' variables (the catalogue's env) are reserved too."""
     without_nul = r"^[^\u0000]*$"
     args.update(maxItems=MAX_ARGS)
     args["items"].update(maxLength=MAX_ARG_CHARS, pattern=without_nul)
-    reserved = "|".join(sorted(RESERVED_ENV_NAMES)) + "|" + "|".join(f"{prefix}.*" for prefix in RESERVED_ENV_PREFIXES)
+    reserved = "|".join(sorted(RESERVED_ENV_NAMES | runtime_names)) + "|" + "|".join(
+        f"{prefix}.*" for prefix in RESERVED_ENV_PREFIXES)
     env.update(maxProperties=MAX_ENV_VARIABLES, propertyNames={
         "maxLength": MAX_ENV_NAME_CHARS, "pattern": ENV_NAME_PATTERN, "not": {"pattern": f"^(?:{reserved})$"},
     })

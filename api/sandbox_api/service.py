@@ -18,7 +18,7 @@ from sandbox_api.metrics import Metrics
 from sandbox_api.models import EncodedFile, ExecuteRequest, ExecutionAccepted, ExecutionResult
 from sandbox_contract.catalogue import Catalogue
 from sandbox_contract.crd import MAX_STORED_REQUEST_BYTES, stored_request_size
-from sandbox_contract.request import ExecutionLimits, InputFile, InvalidSpecError, resolve_request
+from sandbox_contract.request import LIMIT_NAMES, ExecutionLimits, InputFile, InvalidSpecError, TestCase, resolve_request
 from sandbox_contract.result import Phase
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,9 @@ class ExecutionService:
         for name, value in (request.env or {}).items():
             _require_text(f"env name {name[:80]!r}", name)
             _require_text(f"env {name[:80]!r}", value)
+        for index, case in enumerate(request.tests or ()):
+            for part in ("input", "expected_output", "name"):
+                _require_text(f"tests[{index}].{part}", getattr(case, part))
         files = []
         for path, value in (request.files or {}).items():
             encoded = value if isinstance(value, EncodedFile) else EncodedFile(content=value)
@@ -73,8 +76,11 @@ class ExecutionService:
         try:
             resolved = resolve_request(
                 catalogue=self.catalogue, limits=self.limits, language=request.language, code=request.code,
-                stdin=request.input_data, files=files, timeout_seconds=request.timeout_seconds,
-                max_memory_mb=request.max_memory_mb, args=request.args or (), env=request.env,
+                stdin=request.input_data, files=files,
+                requested_limits={name: getattr(request, name) for name in LIMIT_NAMES},
+                args=request.args or (), env=request.env, comparison=request.comparison,
+                tests=[TestCase(input=case.input, expected_output=case.expected_output, name=case.name)
+                       for case in request.tests or ()],
                 offered=[info.name for info in self.backend.languages()],
             )
         except InvalidSpecError as error:
@@ -93,7 +99,7 @@ class ExecutionService:
         if request.wait:
             try:
                 result = await self.backend.wait(
-                    execution.id, tenant, execution.request.limits.timeout_seconds + WAIT_GRACE_SECONDS
+                    execution.id, tenant, execution.request.limits.deadline_seconds + WAIT_GRACE_SECONDS
                 )
             except BackendError as error:
                 # The execution was accepted and goes on: answer with its id so the client can poll.

@@ -1,4 +1,4 @@
-"""The language catalogue: which languages can run, with which image, command and Debian packages.
+"""The language catalogue: which languages can run, with which image, commands and Debian packages.
 
 The catalogue ships with the package (languages.yaml) and is replaced whole by the file named in
 SANDBOX_LANGUAGES_FILE (the chart renders its values into such a file). It is the one list of
@@ -25,20 +25,59 @@ class CatalogueError(ValueError):
     """The catalogue file is malformed."""
 
 
+# What the catalogue's commands and variables may name: the code file's path, the memory limit in MiB.
+PLACEHOLDERS = ("{main}", "{memory_mb}")
+
+
 @dataclass(frozen=True)
 class Language:
     name: str
     aliases: tuple[str, ...]
     version: str
     image: str
-    command: tuple[str, ...]
     main_file: str
+    run: tuple[str, ...]
+    # The compile stage's argv, run in the work directory before the program; None: nothing to compile.
+    compile: tuple[str, ...] | None = None
+    # Variables both stages get (GOCACHE, GOMEMLIMIT...); a request's env cannot override them.
+    env: tuple[tuple[str, str], ...] = ()
     # Debian (bookworm) packages that provide the language: its image is built from them.
     packages: tuple[str, ...] = ()
+    # What prints the toolchain's version; by default the first stage's program with --version.
+    version_command: tuple[str, ...] | None = None
+    # Directories under /etc the toolchain reads (a JVM's security settings, mono's config): the local
+    # backend binds them into its sandboxes read-only; an image has them anyway.
+    config_dirs: tuple[str, ...] = ()
 
-    def argv(self, main_path: str) -> list[str]:
-        """The program's argv with the code file's path in place of {main}."""
-        return [part.replace("{main}", main_path) for part in self.command]
+    @property
+    def version_argv(self) -> tuple[str, ...]:
+        return self.version_command or ((self.compile or self.run)[0], "--version")
+
+    @property
+    def compiled(self) -> bool:
+        return self.compile is not None
+
+    @property
+    def executables(self) -> tuple[str, ...]:
+        """The programs the language needs on PATH: each stage's first word, unless a path in the
+        work directory (the compiled program)."""
+        stages = (self.compile, self.run) if self.compile else (self.run,)
+        return tuple(dict.fromkeys(stage[0] for stage in stages if "/" not in stage[0]))
+
+    def run_argv(self, main_path: str, memory_mb: int) -> list[str]:
+        return fill(self.run, main_path, memory_mb)
+
+    def compile_argv(self, main_path: str, memory_mb: int) -> list[str] | None:
+        return None if self.compile is None else fill(self.compile, main_path, memory_mb)
+
+    def environment(self, main_path: str, memory_mb: int) -> dict[str, str]:
+        names, values = zip(*self.env) if self.env else ((), ())
+        return dict(zip(names, fill(values, main_path, memory_mb)))
+
+
+def fill(words: tuple[str, ...], main_path: str, memory_mb: int) -> list[str]:
+    """`words` with the placeholders replaced: {main} by the code file's path, {memory_mb} by the limit."""
+    return [word.replace("{main}", main_path).replace("{memory_mb}", str(memory_mb)) for word in words]
 
 
 class Catalogue:
@@ -56,6 +95,10 @@ class Catalogue:
     def names(self) -> list[str]:
         return sorted(self.languages)
 
+    def env_names(self) -> frozenset[str]:
+        """The variables some runtime sets (a request may not set them, whatever its language)."""
+        return frozenset(name for language in self.languages.values() for name, _ in language.env)
+
 
 def parse_catalogue(text: str, *, source: str) -> Catalogue:
     """Parse catalogue YAML; errors name the source and the entry at fault."""
@@ -70,24 +113,54 @@ def parse_catalogue(text: str, *, source: str) -> Catalogue:
     for name, entry in entries.items():
         if not isinstance(entry, dict):
             raise CatalogueError(f"{source}: language {name!r} must be a mapping")
+        where = f"{source}: language {name!r}"
+        unknown = sorted(set(entry) - ENTRY_FIELDS)
+        if unknown:
+            raise CatalogueError(f"{where}: unknown field {unknown[0]!r} (fields: {', '.join(sorted(ENTRY_FIELDS))})")
         try:
-            command = entry["command"]
-            if not isinstance(command, list) or not command or not all(isinstance(c, str) for c in command):
-                raise CatalogueError(f"{source}: language {name!r}: 'command' must be a non-empty list of strings")
+            env = entry.get("env") or {}
+            if not isinstance(env, dict) or not all(isinstance(value, str) for value in env.values()):
+                raise CatalogueError(f"{where}: 'env' must be a mapping of strings")
             languages.append(
                 Language(
                     name=str(name),
                     aliases=tuple(str(alias) for alias in entry.get("aliases") or ()),
                     version=str(entry["version"]),
                     image=str(entry["image"]),
-                    command=tuple(command),
                     main_file=str(entry["main_file"]),
+                    run=_argv(entry["run"], f"{where}: 'run'"),
+                    compile=None if entry.get("compile") is None else _argv(entry["compile"], f"{where}: 'compile'"),
+                    env=tuple(sorted((str(key), value) for key, value in env.items())),
                     packages=tuple(str(package) for package in entry.get("packages") or ()),
+                    version_command=None if entry.get("version_command") is None
+                    else _argv(entry["version_command"], f"{where}: 'version_command'"),
+                    config_dirs=_config_dirs(entry.get("config_dirs") or [], where),
                 )
             )
         except KeyError as missing:
-            raise CatalogueError(f"{source}: language {name!r} lacks the field {missing}") from None
+            raise CatalogueError(f"{where} lacks the field {missing}") from None
+    images: dict[str, tuple[str, ...]] = {}
+    for language in languages:
+        if images.setdefault(language.image, language.packages) != language.packages:
+            raise CatalogueError(f"{source}: the languages sharing the image {language.image} must list the same packages")
     return Catalogue(languages)
+
+
+ENTRY_FIELDS = frozenset({"aliases", "version", "image", "main_file", "compile", "run", "env", "packages",
+                          "version_command", "config_dirs"})
+
+
+def _config_dirs(value: object, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(
+            isinstance(path, str) and path.startswith("/etc/") and ".." not in path.split("/") for path in value):
+        raise CatalogueError(f"{where}: 'config_dirs' must be a list of paths under /etc/ (without '..')")
+    return tuple(value)
+
+
+def _argv(value: object, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(word, str) and word for word in value):
+        raise CatalogueError(f"{where} must be a non-empty list of non-empty strings")
+    return tuple(value)
 
 
 def load_catalogue(path: str | os.PathLike[str] | None = None) -> Catalogue:
@@ -105,19 +178,38 @@ def image_packages(language: Language) -> tuple[str, ...]:
 
 
 def main(argv: list[str]) -> int:
-    """`images`: a line `IMAGE|PACKAGES` per language that lists packages, for hack/images.sh;
-    `host-packages`: the packages the local backend needs on its host for every language."""
+    """`images`: a line `IMAGE|PACKAGES` per image of the languages that list packages, for hack/images.sh;
+    `host-packages`: the packages the local backend needs on its host for every language;
+    `markdown`: the README's table of the languages."""
     catalogue = load_catalogue()
     languages = [catalogue.languages[name] for name in catalogue.names() if catalogue.languages[name].packages]
     if argv == ["images"]:
-        for language in languages:
-            print(f"{language.image}|{' '.join(image_packages(language))}")
+        for image, packages in dict((language.image, image_packages(language)) for language in languages).items():
+            print(f"{image}|{' '.join(packages)}")
     elif argv == ["host-packages"]:
         print(" ".join(dict.fromkeys(package for language in languages for package in image_packages(language))))
+    elif argv == ["markdown"]:
+        print(markdown_table(catalogue))
     else:
-        print("usage: python3 -m sandbox_contract.catalogue images | host-packages", file=sys.stderr)
+        print("usage: python3 -m sandbox_contract.catalogue images | host-packages | markdown", file=sys.stderr)
         return 2
     return 0
+
+
+def markdown_table(catalogue: Catalogue) -> str:
+    """The README's table of the catalogue's languages, in the catalogue's order."""
+    def code(words: tuple[str, ...]) -> str:
+        return ", ".join(f"`{word}`" for word in words) if words else "—"
+
+    def command(argv: tuple[str, ...] | None) -> str:
+        return f"`{' '.join(argv)}`" if argv else "—"
+
+    rows = ["| language | aliases | version | compile | run | Debian packages |", "| --- | --- | --- | --- | --- | --- |"]
+    for language in catalogue.languages.values():
+        cells = [f"`{language.name}`", code(language.aliases), language.version, command(language.compile),
+                 command(language.run), code(language.packages)]
+        rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,16 @@ import json
 import re
 
 from sandbox_contract.catalogue import Catalogue
-from sandbox_contract.request import ExecutionLimits, ExecutionRequest, InputFile, resolve_request
-from sandbox_contract.result import Phase
+from sandbox_contract.request import (
+    COMPARISONS,
+    LIMIT_NAMES,
+    ExecutionLimits,
+    ExecutionRequest,
+    InputFile,
+    TestCase,
+    resolve_request,
+)
+from sandbox_contract.result import Phase, camel_case
 
 GROUP = "sandbox.dev"
 VERSION = "v1alpha1"
@@ -34,6 +42,7 @@ CONDITION_REASONS = {
     Phase.ERROR_RUNTIME: "RuntimeError",
     Phase.TIMEOUT: "Timeout",
     Phase.ERROR_SETUP: "SetupError",
+    Phase.ERROR_COMPILE: "CompileError",
 }
 
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -80,8 +89,8 @@ def execution_spec(request: ExecutionRequest, *, retention_seconds: int) -> dict
         "language": request.language.name,
         "code": request.code,
         "files": [{"name": f.path, "content": f.content, "encoding": f.encoding} for f in request.files],
-        "timeoutSeconds": request.limits.timeout_seconds,
-        "maxMemoryMb": request.limits.max_memory_mb,
+        **{camel_case(name): getattr(request.limits, name) for name in LIMIT_NAMES
+           if getattr(request.limits, name) is not None},
         "ttlSecondsAfterFinished": retention_seconds,
     }
     if request.stdin is not None:
@@ -90,6 +99,11 @@ def execution_spec(request: ExecutionRequest, *, retention_seconds: int) -> dict
         spec["args"] = list(request.args)
     if request.env:
         spec["env"] = [{"name": name, "value": value} for name, value in request.env]
+    if request.tests:
+        spec["tests"] = [{key: value for key, value in (("name", case.name), ("input", case.input),
+                                                         ("expectedOutput", case.expected_output)) if value is not None}
+                         for case in request.tests]
+        spec["comparison"] = request.comparison
     return spec
 
 
@@ -97,11 +111,19 @@ def request_from_spec(spec: dict, *, catalogue: Catalogue, limits: ExecutionLimi
     """The request a SandboxExecution's spec makes; InvalidSpecError says what is wrong with it."""
     return resolve_request(
         catalogue=catalogue, limits=limits, language=spec.get("language", ""), code=spec.get("code", ""),
-        stdin=spec.get("stdin"), timeout_seconds=spec.get("timeoutSeconds"), max_memory_mb=spec.get("maxMemoryMb"),
+        stdin=spec.get("stdin"), requested_limits={name: spec.get(camel_case(name)) for name in LIMIT_NAMES},
         args=spec.get("args") or (), env={item["name"]: item.get("value", "") for item in spec.get("env") or []},
+        tests=tests_from_spec(spec)[0], comparison=spec.get("comparison"),
         files=[InputFile(path=item["name"], content=item.get("content", ""), encoding=item.get("encoding", "utf-8"))
                for item in spec.get("files") or []],
     )
+
+
+def tests_from_spec(spec: dict) -> tuple[tuple[TestCase, ...], str]:
+    """The test cases of a SandboxExecution's spec and how outputs are compared."""
+    cases = tuple(TestCase(input=item.get("input", ""), expected_output=item.get("expectedOutput", ""), name=item.get("name"))
+                  for item in spec.get("tests") or [])
+    return cases, spec.get("comparison") or COMPARISONS[0]
 
 
 # --- sizes as the API server stores them -----------------------------------------------------------
@@ -134,7 +156,7 @@ def sent_size(value: object) -> int:
 
 
 def stored_request_size(request: ExecutionRequest) -> int:
-    """What the request's code, stdin, files, args and env take once stored (compared with
+    """What the request's code, stdin, files, args, env and test cases take once stored (compared with
     MAX_STORED_REQUEST_BYTES)."""
     return stored_size([request.code, request.stdin, [(f.path, f.content) for f in request.files],
-                        request.args, request.env])
+                        request.args, request.env, [(t.name, t.input, t.expected_output) for t in request.tests]])

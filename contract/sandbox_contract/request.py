@@ -10,7 +10,7 @@ import binascii
 import posixpath
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 from sandbox_contract.catalogue import Catalogue, Language
 from sandbox_contract.settings import SettingError, check, setting, variable
@@ -40,13 +40,30 @@ class InvalidSpecError(ValueError):
 
 @dataclass(frozen=True)
 class EffectiveLimits:
-    """The limits one execution runs under, as resolved; reported back in its result."""
+    """The limits one execution runs under, as resolved; reported back in its result. A request names
+    each by its field's name (`cpu_time_seconds`...), a SandboxExecution's spec in camelCase."""
 
-    timeout_seconds: int
-    max_memory_mb: int
+    timeout_seconds: int  # the program's wall clock
+    max_memory_mb: int  # the sandbox's memory, the compiler's and the program's
+    cpu_time_seconds: int | None = None  # the program's CPU time; None: only the wall clock bounds it
+    max_file_size_mb: int = 64  # the largest file the program or the compiler may write
+    compile_timeout_seconds: int | None = None  # the compile stage's wall clock; None: nothing to compile
+    # The whole execution's wall clock: the compile stage and every run (one, or one per test case).
+    deadline_seconds: int = 0
 
-    def as_dict(self) -> dict[str, int]:
+    def __post_init__(self) -> None:
+        if not self.deadline_seconds:  # one run after the compile stage
+            object.__setattr__(self, "deadline_seconds", self.timeout_seconds + (self.compile_timeout_seconds or 0))
+
+    def as_dict(self) -> dict[str, int | None]:
         return asdict(self)
+
+
+# What a request may ask for, by name (the deadline follows from them).
+LIMIT_NAMES = ("timeout_seconds", "max_memory_mb", "cpu_time_seconds", "max_file_size_mb", "compile_timeout_seconds")
+MAX_TESTS = 100
+COMPARISONS = ("trailing_whitespace", "exact")  # the first is the default
+MAX_TEST_NAME_CHARS = 128
 
 
 @dataclass(frozen=True)
@@ -60,6 +77,16 @@ class ExecutionLimits:
     default_memory_mb: int = setting(256, "memory limit when a request gives none", minimum=1)
     min_memory_mb: int = 16
     max_memory_mb: int = setting(1024, "largest memory limit a request may ask for", minimum=1)
+    default_cpu_time_seconds: int = setting(0, "CPU-time limit of the program when a request gives none; "
+                                                "0: none, the wall clock bounds it", minimum=0)
+    max_cpu_time_seconds: int = setting(60, "largest CPU-time limit a request may ask for", minimum=1)
+    default_file_size_mb: int = setting(64, "largest file a program may write when a request gives no limit", minimum=1)
+    max_file_size_mb: int = setting(64, "largest file-size limit a request may ask for", minimum=1)
+    default_compile_timeout_seconds: int = setting(20, "wall-clock limit of the compile stage when a request gives none",
+                                                   minimum=1)
+    max_compile_timeout_seconds: int = setting(60, "largest compile-stage limit a request may ask for", minimum=1)
+    max_deadline_seconds: int = setting(300, "longest an execution with test cases may take, the compile stage "
+                                        "and every test together; tests past it are skipped", minimum=1)
     # Enough for node's thread pool, too few for a fork bomb.
     max_processes: int = setting(128, "processes and threads per execution", minimum=1)
 
@@ -68,25 +95,43 @@ class ExecutionLimits:
         for default, low, high in (
             ("default_timeout_seconds", self.min_timeout_seconds, "max_timeout_seconds"),
             ("default_memory_mb", self.min_memory_mb, "max_memory_mb"),
+            ("default_cpu_time_seconds", 0, "max_cpu_time_seconds"),
+            ("default_file_size_mb", 1, "max_file_size_mb"),
+            ("default_compile_timeout_seconds", 1, "max_compile_timeout_seconds"),
         ):
             value, maximum = getattr(self, default), getattr(self, high)
             if not low <= value <= maximum:
                 raise SettingError(f"{variable(type(self), default)} ({value}) must lie between {low} "
                                    f"and {variable(type(self), high)} ({maximum})")
 
-    def resolve(self, timeout_seconds: int | None, max_memory_mb: int | None) -> EffectiveLimits:
-        """The effective limits for a request; raises InvalidSpecError out of bounds."""
-        timeout = self.default_timeout_seconds if timeout_seconds is None else timeout_seconds
-        memory = self.default_memory_mb if max_memory_mb is None else max_memory_mb
-        if not self.min_timeout_seconds <= timeout <= self.max_timeout_seconds:
-            raise InvalidSpecError(
-                f"timeout_seconds must be between {self.min_timeout_seconds} and {self.max_timeout_seconds}, got {timeout}"
-            )
-        if not self.min_memory_mb <= memory <= self.max_memory_mb:
-            raise InvalidSpecError(
-                f"max_memory_mb must be between {self.min_memory_mb} and {self.max_memory_mb}, got {memory}"
-            )
-        return EffectiveLimits(timeout_seconds=timeout, max_memory_mb=memory)
+    def bounds(self) -> dict[str, tuple[int, int, int]]:
+        """(smallest, default, largest) of each limit a request may ask for, by name."""
+        return {
+            "timeout_seconds": (self.min_timeout_seconds, self.default_timeout_seconds, self.max_timeout_seconds),
+            "max_memory_mb": (self.min_memory_mb, self.default_memory_mb, self.max_memory_mb),
+            "cpu_time_seconds": (1, self.default_cpu_time_seconds, self.max_cpu_time_seconds),
+            "max_file_size_mb": (1, self.default_file_size_mb, self.max_file_size_mb),
+            "compile_timeout_seconds": (1, self.default_compile_timeout_seconds, self.max_compile_timeout_seconds),
+        }
+
+    def resolve(self, requested: Mapping[str, int | None], *, compiled: bool = False, tests: int = 0) -> EffectiveLimits:
+        """The effective limits for a request's `requested` ones (absent or None: the default); raises
+        InvalidSpecError out of bounds. Without a compile stage there is no compile limit; with `tests`
+        test cases the deadline covers them all, up to max_deadline_seconds."""
+        effective = {}
+        for name, (low, default, high) in self.bounds().items():
+            value = requested.get(name)
+            if value is None:
+                value = default or None  # a default of 0 (CPU time): no limit
+            elif not low <= value <= high:
+                raise InvalidSpecError(f"{name} must be between {low} and {high}, got {value}")
+            effective[name] = value
+        if not compiled:
+            effective["compile_timeout_seconds"] = None
+        if tests:
+            stages = (effective["compile_timeout_seconds"] or 0) + tests * effective["timeout_seconds"]
+            effective["deadline_seconds"] = min(stages, self.max_deadline_seconds)
+        return EffectiveLimits(**effective)
 
 
 @dataclass(frozen=True)
@@ -96,6 +141,18 @@ class InputFile:
     path: str
     content: str
     encoding: str = "utf-8"
+
+
+@dataclass(frozen=True)
+class TestCase:
+    """One test case: the program's stdin, and the stdout it must print. The expected output never
+    enters the sandbox: the runner reports a digest of the output, compared outside."""
+
+    __test__ = False  # not a pytest class
+
+    input: str
+    expected_output: str
+    name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +167,9 @@ class ExecutionRequest:
     # Command-line arguments after the code file, and variables added to the program's environment.
     args: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
+    # Test cases: the program runs once per case instead of once with `stdin`.
+    tests: tuple[TestCase, ...] = ()
+    comparison: str = COMPARISONS[0]
 
 
 def resolve_request(
@@ -120,25 +180,57 @@ def resolve_request(
     code: str,
     stdin: str | None,
     files: Iterable[InputFile],
-    timeout_seconds: int | None,
-    max_memory_mb: int | None,
+    requested_limits: Mapping[str, int | None],
     args: Iterable[str] = (),
     env: Mapping[str, str] | None = None,
+    tests: Iterable[TestCase] = (),
+    comparison: str | None = None,
     offered: Iterable[str] | None = None,
 ) -> ExecutionRequest:
     """The request as it will run; InvalidSpecError says what to change.
 
-    `offered` narrows the catalogue to the languages a backend can run (the local one offers those
-    installed on its host).
+    `requested_limits` maps the names of LIMIT_NAMES to what the request asks (absent or None: the
+    default). `offered` narrows the catalogue to the languages a backend can run (the local one offers
+    those installed on its host).
     """
     found = catalogue.find(language)
     names = sorted(catalogue.languages if offered is None else offered)
     if found is None or found.name not in names:
         raise InvalidSpecError(f"Unsupported language: {language!r} (supported: {', '.join(names)})")
-    effective = limits.resolve(timeout_seconds, max_memory_mb)
+    unknown = sorted(set(requested_limits) - set(LIMIT_NAMES))
+    if unknown:
+        raise InvalidSpecError(f"unknown limit {unknown[0]!r} (limits: {', '.join(LIMIT_NAMES)})")
+    cases = validate_tests(tests, stdin)
+    effective = limits.resolve(requested_limits, compiled=found.compiled, tests=len(cases))
     normalised = normalise_input_files(files, main_file=found.main_file)
+    variables = validate_env(env or {})
+    clash = sorted({name for name, _ in variables} & catalogue.env_names())
+    if clash:
+        raise InvalidSpecError(f"env name {clash[0]!r} is a runtime's own and cannot be set "
+                               f"({', '.join(sorted(catalogue.env_names()))})")
+    comparison = COMPARISONS[0] if comparison is None else comparison
+    if comparison not in COMPARISONS:
+        raise InvalidSpecError(f"comparison must be one of {', '.join(COMPARISONS)}, got {str(comparison)[:40]!r}")
     return ExecutionRequest(language=found, code=code, stdin=stdin, files=tuple(normalised), limits=effective,
-                            args=validate_args(args), env=validate_env(env or {}))
+                            args=validate_args(args), env=variables, tests=cases, comparison=comparison)
+
+
+def validate_tests(tests: Iterable[TestCase], stdin: str | None) -> tuple[TestCase, ...]:
+    """The test cases, or InvalidSpecError saying which one is refused."""
+    cases = tuple(tests)
+    if len(cases) > MAX_TESTS:
+        raise InvalidSpecError(f"at most {MAX_TESTS} tests are allowed, got {len(cases)}")
+    if cases and stdin is not None:
+        raise InvalidSpecError("give either stdin (input_data) or tests, not both: each test has its own input")
+    for index, case in enumerate(cases):
+        for name, value in (("input", case.input), ("expected_output", case.expected_output)):
+            if not isinstance(value, str):
+                raise InvalidSpecError(f"tests[{index}].{name} must be a string")
+        if case.name is not None and (not isinstance(case.name, str) or len(case.name) > MAX_TEST_NAME_CHARS
+                                      or case.name.translate(CONTROL_CHARACTERS) != case.name):
+            raise InvalidSpecError(f"tests[{index}].name must be at most {MAX_TEST_NAME_CHARS} characters, "
+                                   "without control characters")
+    return cases
 
 
 def validate_args(args: Iterable[str]) -> tuple[str, ...]:

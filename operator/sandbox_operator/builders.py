@@ -4,18 +4,29 @@ default-deny NetworkPolicy. Plain dicts in, plain dicts out; the handlers add ow
 
 from __future__ import annotations
 
+import copy
 import json
 
 import sandbox_runner
 from sandbox_contract import crd
 from sandbox_contract.catalogue import Language
 from sandbox_contract.request import EffectiveLimits
+from sandbox_contract import runner_spec
 from sandbox_contract.runner_spec import DEFAULT_WORKDIR
 from sandbox_operator.config import OperatorConfig
 
 RUNNER_DIR = "/sandbox/runner"
 RUNNER_FILE = "runner.py"
 SPEC_FILE = "spec.json"
+# The spec reaches the runner through a hand-off: the init container, which alone mounts the spec,
+# copies it into an emptyDir the runner reads it from and deletes it in, before the program starts.
+# So the program cannot read the spec (the other test cases' inputs) the way it could a mounted file.
+SPEC_DIR = "/sandbox/spec"
+HANDOFF_DIR = "/sandbox/handoff"
+HANDOFF_SIZE_MB = 4  # a spec is at most a ConfigMap's 1 MiB
+INIT_CONTAINER_NAME = "deliver-spec"
+# Besides the work dir, what the program can write in a pod: emptied between test cases.
+SCRATCH_PATHS = (*runner_spec.SCRATCH_PATHS, HANDOFF_DIR, "/dev/termination-log")
 WORK_DIR = DEFAULT_WORKDIR  # the work emptyDir is mounted where every sandbox runs its program
 SANDBOX_UID = 65532
 CONTAINER_NAME = "sandbox"
@@ -43,7 +54,7 @@ def child_labels(execution_name: str, language: Language) -> dict[str, str]:
 
 
 def build_configmap_for(
-    execution_name: str, *, language: Language, runner_spec: dict, runner: str
+    execution_name: str, *, language: Language, spec: dict, runner: str
 ) -> dict:
     """The ConfigMap mounted read-only into the pod: the runner and its spec (code, stdin, files)."""
     return {
@@ -57,15 +68,16 @@ def build_configmap_for(
         "immutable": True,
         "data": {
             RUNNER_FILE: runner,
-            SPEC_FILE: json.dumps(runner_spec, ensure_ascii=False),
+            SPEC_FILE: json.dumps(spec, ensure_ascii=False),
         },
     }
 
 
 def runner_command(config: OperatorConfig) -> list[str]:
     """The container's command: the runner, behind its isolation gate unless that is switched off (0)."""
-    return sandbox_runner.runner_command(f"{RUNNER_DIR}/{RUNNER_FILE}", f"{RUNNER_DIR}/{SPEC_FILE}",
-                                         isolation_wait_seconds=config.isolation_wait_seconds or None)
+    return sandbox_runner.runner_command(f"{RUNNER_DIR}/{RUNNER_FILE}", f"{HANDOFF_DIR}/{SPEC_FILE}",
+                                         isolation_wait_seconds=config.isolation_wait_seconds or None,
+                                         remove_spec=True)
 
 
 def memory_limit_mb(memory_mb: int, config: OperatorConfig) -> int:
@@ -88,6 +100,34 @@ def build_job_for(
     labels = child_labels(execution_name, language)
     memory_limit = f"{memory_limit_mb(limits.max_memory_mb, config)}Mi"
     storage_limit = f"{LOG_STORAGE_MB}Mi"
+    resources = {
+        # Requests equal limits for memory so the scheduler never overcommits a sandbox.
+        "requests": {"cpu": config.cpu_request, "memory": memory_limit, "ephemeral-storage": storage_limit},
+        "limits": {"cpu": config.cpu_limit, "memory": memory_limit, "ephemeral-storage": storage_limit},
+    }
+    security_context = {
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "runAsUser": SANDBOX_UID,
+        "runAsGroup": SANDBOX_UID,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    deliver_spec = {
+        "name": INIT_CONTAINER_NAME,
+        "image": language.image,
+        "imagePullPolicy": config.image_pull_policy,
+        "command": ["cp", f"{SPEC_DIR}/{SPEC_FILE}", f"{HANDOFF_DIR}/{SPEC_FILE}"],
+        # Copies: each container's settings stand alone (one edited never changes the other).
+        "resources": copy.deepcopy(resources),
+        "securityContext": dict(security_context),
+        "volumeMounts": [
+            {"name": "spec", "mountPath": SPEC_DIR, "readOnly": True},
+            {"name": "handoff", "mountPath": HANDOFF_DIR},
+        ],
+    }
     container = {
         "name": CONTAINER_NAME,
         "image": language.image,
@@ -99,23 +139,11 @@ def build_job_for(
             {"name": "SANDBOX_NODE_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}},
             {"name": "SANDBOX_KUBELET_PORT", "value": str(KUBELET_PORT)},
         ],
-        "resources": {
-            # Requests equal limits for memory so the scheduler never overcommits a sandbox.
-            "requests": {"cpu": config.cpu_request, "memory": memory_limit, "ephemeral-storage": storage_limit},
-            "limits": {"cpu": config.cpu_limit, "memory": memory_limit, "ephemeral-storage": storage_limit},
-        },
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "privileged": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "runAsUser": SANDBOX_UID,
-            "runAsGroup": SANDBOX_UID,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "resources": resources,
+        "securityContext": security_context,
         "volumeMounts": [
             {"name": "runner", "mountPath": RUNNER_DIR, "readOnly": True},
+            {"name": "handoff", "mountPath": HANDOFF_DIR},
             {"name": "work", "mountPath": WORK_DIR},
             {"name": "tmp", "mountPath": "/tmp"},
         ],
@@ -139,12 +167,15 @@ def build_job_for(
             "fsGroup": SANDBOX_UID,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
+        "initContainers": [deliver_spec],
         "containers": [container],
         "volumes": [
-            {
-                "name": "runner",
-                "configMap": {"name": name, "defaultMode": 0o444},
-            },
+            # One ConfigMap, two volumes: the runner for the sandbox, the spec for the init container only.
+            {"name": "runner", "configMap": {"name": name, "defaultMode": 0o444,
+                                             "items": [{"key": RUNNER_FILE, "path": RUNNER_FILE}]}},
+            {"name": "spec", "configMap": {"name": name, "defaultMode": 0o444,
+                                           "items": [{"key": SPEC_FILE, "path": SPEC_FILE}]}},
+            {"name": "handoff", "emptyDir": {"medium": "Memory", "sizeLimit": f"{HANDOFF_SIZE_MB}Mi"}},
             # tmpfs sized by the kubelet from sizeLimit: a write past it fails at once with ENOSPC,
             # instead of filling the node's disk until an eviction notices (see memory_limit_mb).
             {"name": "work", "emptyDir": {"medium": "Memory", "sizeLimit": f"{config.work_dir_size_mb}Mi"}},
@@ -165,7 +196,7 @@ def build_job_for(
             "backoffLimit": 0,
             "completions": 1,
             "parallelism": 1,
-            "activeDeadlineSeconds": config.setup_deadline_seconds + limits.timeout_seconds + DEADLINE_GRACE_SECONDS,
+            "activeDeadlineSeconds": config.setup_deadline_seconds + limits.deadline_seconds + DEADLINE_GRACE_SECONDS,
             "ttlSecondsAfterFinished": config.job_ttl_seconds,
             "template": {
                 "metadata": {"labels": {**labels, crd.LABEL_SANDBOX: "true"}},

@@ -121,7 +121,7 @@ async def start_execution(
         return  # started before a restart; the timer takes it from here
     try:
         request = crd.request_from_spec(dict(spec), catalogue=memo.catalogue, limits=memo.config.limits)
-        runner_spec = build_runner_spec(request, workdir=builders.WORK_DIR)
+        runner_spec = build_runner_spec(request, workdir=builders.WORK_DIR, scratch_paths=builders.SCRATCH_PATHS)
     except InvalidSpecError as error:
         await finish(memo, namespace, name, None, Result.failure(Phase.ERROR_SETUP, str(error)), "unknown")
         return
@@ -134,7 +134,7 @@ async def start_execution(
             builders.build_network_policy(),
         )
         configmap = builders.build_configmap_for(
-            name, language=language, runner_spec=runner_spec, runner=builders.runner_source()
+            name, language=language, spec=runner_spec, runner=builders.runner_source()
         )
         job = builders.build_job_for(name, language=language, limits=request.limits, config=memo.config)
         kopf.adopt([configmap, job], owner=body)

@@ -4,8 +4,10 @@ of every other way a Job or pod can stop (pure functions over plain status dicts
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
+from sandbox_contract import crd
 from sandbox_contract.request import EffectiveLimits
 from sandbox_contract.crd import STATUS_BUDGET_BYTES, sent_size, stored_size
 from sandbox_contract.result import TERMINAL_PHASES, Phase, Result
@@ -35,41 +37,47 @@ class Observation:
     oom_killed: bool = False
 
 
-def parse_result_line(log: str, limits: EffectiveLimits | None) -> Result:
-    """The runner's result: the last line of the log that starts with the marker."""
+def parse_result_line(log: str, limits: EffectiveLimits | None, spec: dict) -> Result:
+    """The runner's result: the last line of the log that starts with the marker, judged against the
+    test cases of the execution's `spec` when it has some."""
     try:
         document = read_result(log)
     except ResultLineError as error:
         raise ResultError(str(error)) from None
     if document.get("status") not in TERMINAL_PHASES:
         raise ResultError("the runner's result line has no valid status")
-    return Result.from_runner(document, limits)
+    tests, comparison = crd.tests_from_spec(spec)
+    try:
+        return Result.from_runner(document, limits, tests, comparison)
+    except ValueError as error:
+        raise ResultError(str(error)) from None
 
 
 def fit_status(status: dict, budget: int = STATUS_BUDGET_BYTES) -> dict:
     """`status` within `budget` as stored and as sent: output files dropped largest first, then the
-    larger of stdout and stderr shortened, then the other, each flagged as truncated.
+    longest of the streams (stdout and stderr of the program, the compiler and each test case)
+    shortened, then the next, each flagged as truncated.
     """
     def fits(candidate: dict) -> bool:
         return stored_size(candidate) <= budget and sent_size(candidate) <= budget
 
-    status = dict(status)
+    status = copy.deepcopy(status)
     for item in sorted(status["outputFiles"], key=stored_size, reverse=True):
         if fits(status):
             return status
         status["outputFiles"] = [kept for kept in status["outputFiles"] if kept is not item]
         status["outputFilesTruncated"] = True
-    for field in sorted(("stdout", "stderr"), key=lambda name: stored_size(status[name]), reverse=True):
+    parts = (status, status.get("compile"), *(status.get("tests") or ()))
+    streams = [(part, field) for part in parts if part for field in ("stdout", "stderr")]
+    for part, field in sorted(streams, key=lambda stream: stored_size(stream[0][stream[1]]), reverse=True):
         if fits(status):
             return status
         # Both measures add up field by field, so each leaves the field what the rest does not take.
-        rest = {**status, field: ""}
-        stored_room = budget - stored_size(rest) + stored_size("")
-        sent_room = budget - sent_size(rest) + sent_size("")
-        status[field] = longest_prefix(
-            status[field], lambda text: stored_size(text) <= stored_room and sent_size(text) <= sent_room
-        )
-        status[f"{field}Truncated"] = True
+        text, part[field] = part[field], ""
+        stored_room = budget - stored_size(status) + stored_size("")
+        sent_room = budget - sent_size(status) + sent_size("")
+        part[field] = longest_prefix(text, lambda prefix: stored_size(prefix) <= stored_room and sent_size(prefix) <= sent_room)
+        part[f"{field}Truncated"] = True
     return status
 
 

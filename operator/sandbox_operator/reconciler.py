@@ -79,7 +79,7 @@ async def _reconcile(memo: kopf.Memo, namespace: str, name: str) -> None:
     found = memo.catalogue.find(spec.get("language", ""))
     language = found.name if found else "unknown"
     if seen.pod_finished:
-        result = await _result_from_pod_log(memo, namespace, seen, limits)
+        result = await _result_from_pod_log(memo, namespace, seen, limits, spec)
         await finish(memo, namespace, name, execution, result, language, pod_name=seen.pod_name)
     elif seen.phase in TERMINAL_PHASES:
         result = Result.failure(seen.phase, seen.reason or seen.phase, oom_killed=seen.oom_killed, limits=limits)
@@ -117,14 +117,14 @@ async def _read_job_and_pod(memo: kopf.Memo, namespace: str, name: str) -> tuple
 
 
 async def _result_from_pod_log(
-    memo: kopf.Memo, namespace: str, seen: outcomes.Observation, limits: EffectiveLimits | None
+    memo: kopf.Memo, namespace: str, seen: outcomes.Observation, limits: EffectiveLimits | None, spec: dict
 ) -> Result:
     """The runner's result from its result line; the observation's classification when there is none."""
     try:
         log = await client.CoreV1Api(memo.api).read_namespaced_pod_log(
             seen.pod_name, namespace, container=builders.CONTAINER_NAME, limit_bytes=LOG_LIMIT_BYTES
         )
-        return outcomes.parse_result_line(log, limits)
+        return outcomes.parse_result_line(log, limits, spec)
     except client.ApiException as error:
         if error.status != 404:
             raise

@@ -18,6 +18,7 @@ from sandbox_runner.runner import (
     empty_result,
     is_printable_name,
     longest_prefix,
+    without_trailing_whitespace,
 )
 
 RUNNER_PATH = Path(__file__).with_name("runner.py")
@@ -28,13 +29,15 @@ RESULT_FIELDS = tuple(empty_result("error_setup", None))
 
 
 def runner_command(runner_path: str, spec_path: str, *, python: str = "python3",
-                   isolation_wait_seconds: int | None = None) -> list[str]:
+                   isolation_wait_seconds: int | None = None, remove_spec: bool = False) -> list[str]:
     """How the runner is started, on every backend: isolated from PYTHON* variables and the user's
     site (-I), and no site import at all (-S: it needs only the standard library). `spec_path` "-"
     reads the spec from stdin. With `isolation_wait_seconds` the runner first waits up to that long
-    for evidence that the network is cut off, and runs nothing without it (the isolation gate)."""
+    for evidence that the network is cut off, and runs nothing without it (the isolation gate). With
+    `remove_spec` it deletes the spec file once read, before anything runs."""
     gate = [] if isolation_wait_seconds is None else ["--isolation-wait", str(isolation_wait_seconds)]
-    return [python, "-I", "-S", runner_path, *gate, spec_path]
+    removal = ["--remove-spec"] if remove_spec else []
+    return [python, "-I", "-S", runner_path, *gate, *removal, spec_path]
 
 
 class ResultLineError(ValueError):

@@ -246,7 +246,7 @@ def operator(sandbox_crd, tmp_path_factory) -> Iterator[OperatorProcess]:  # noq
     workdir = tmp_path_factory.mktemp("operator")
     catalogue = yaml.safe_load(LANGUAGES_FILE.read_text())
     catalogue["languages"]["ghost"] = {
-        "version": "0", "image": "localhost/sandbox/ghost:0.0-missing", "command": ["python3", "{main}"],
+        "version": "0", "image": "localhost/sandbox/ghost:0.0-missing", "run": ["python3", "{main}"],
         "main_file": "main.py",
     }
     languages = workdir / "languages.yaml"

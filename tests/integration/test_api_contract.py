@@ -10,6 +10,7 @@ import concurrent.futures
 import hashlib
 import re
 import time
+import uuid
 
 import httpx
 import pytest
@@ -20,18 +21,18 @@ from schemathesis.engine import events as engine_events
 from schemathesis.engine.run import PhaseName
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
+from tests.programs.languages import PROGRAMS
+
 EXECUTION_ID = re.compile(r"^exec-[0-9a-f]{20}$")
 RESULT_FIELDS = {
     "execution_id", "language", "status", "reason", "stdout", "stderr", "exit_code", "signal", "oom_killed",
     "duration_ms", "memory_used_mb", "output_files", "stdout_truncated", "stderr_truncated", "output_files_truncated",
-    "limits",
+    "cpu_time_ms", "limit_exceeded", "compile", "limits",
 }
-HELLO = {
-    "python": "print('hello from python')",
-    "javascript": "console.log('hello from javascript')",
-    "bash": "echo 'hello from bash'",
-}
+DEFAULT_LIMITS = {"timeout_seconds": 10, "max_memory_mb": 256, "cpu_time_seconds": None, "max_file_size_mb": 64,
+                  "compile_timeout_seconds": None}
 BINARY = bytes(range(256)) * 4
+
 
 
 def poll_until_finished(client: httpx.Client, execution_id: str, seconds: float = 180) -> dict:
@@ -55,14 +56,98 @@ def assert_error(response: httpx.Response, status: int, *fragments: str) -> None
 
 # --- running code -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("language", sorted(HELLO))
-def test_hello_world_in_each_language(api, language):
-    result = api.execute(language=language, code=HELLO[language])
-    assert result["status"] == "completed", result
-    assert result["stdout"] == f"hello from {language}\n"
-    assert result["exit_code"] == 0 and result["reason"] is None
-    assert result["language"] == language
+def run_concurrently(api, requests: dict[str, dict]) -> dict[str, dict]:
+    """Each named request executed at the same time; their results by name."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(requests)) as pool:
+        futures = {name: pool.submit(api.execute, **body) for name, body in requests.items()}
+        return {name: future.result() for name, future in futures.items()}
 
+
+@pytest.mark.parametrize("language", sorted(PROGRAMS))
+def test_every_language_reads_stdin_reports_its_exit_code_and_compiler_errors(api, language):
+    programs = PROGRAMS[language]
+    requests = {"greet": {"code": programs.greet, "input_data": "world\n"}, "fail": {"code": programs.fail}}
+    if programs.broken is not None:
+        requests["broken"] = {"code": programs.broken}
+    results = run_concurrently(api, {name: {"language": language, **body} for name, body in requests.items()})
+    greet, fail = results["greet"], results["fail"]
+    assert (greet["status"], greet["stdout"], greet["exit_code"]) == ("completed", "hello, world\n", 0), greet
+    assert (fail["status"], fail["exit_code"], fail["reason"]) == ("error_runtime", 3, "exited with code 3"), fail
+    assert "oops" in fail["stderr"]
+    if programs.broken is None:
+        assert greet["compile"] is None and greet["limits"]["compile_timeout_seconds"] is None
+        return
+    assert greet["compile"]["exit_code"] == 0 and greet["compile"]["duration_ms"] > 0, greet
+    assert greet["limits"]["compile_timeout_seconds"] == 20
+    assert greet["output_files"] == {}, "what the compiler left is not an output of the program"
+    broken = results["broken"]
+    assert broken["status"] == "error_compile", broken
+    assert broken["reason"].startswith("compilation failed") and broken["exit_code"] is None
+    compiler_output = broken["compile"]["stdout"] + broken["compile"]["stderr"]
+    assert programs.compiler_says in compiler_output and broken["compile"]["exit_code"] != 0, broken
+
+
+def test_the_languages_are_the_catalogues_and_say_whether_they_compile(api):
+    listed = {entry["name"]: entry for entry in api.get("/api/sandbox/languages").json()["languages"]}
+    assert set(listed) == set(PROGRAMS)
+    assert {name for name, entry in listed.items() if entry["compiled"]} == {
+        name for name, programs in PROGRAMS.items() if programs.broken is not None}
+    assert all(re.match(r"^\d+(\.\d+)*", entry["version"]) for entry in listed.values()), listed
+
+
+def test_cpu_time_and_wall_clock_limits_each_end_the_run_that_exceeds_it(api):
+    results = run_concurrently(api, {
+        "busy": {"language": "python", "code": "while True:\n    pass", "cpu_time_seconds": 1, "timeout_seconds": 20},
+        "sleeping": {"language": "bash", "code": "sleep 30", "cpu_time_seconds": 5, "timeout_seconds": 2},
+        "busy_c": {"language": "c", "code": "int main(void) { for (volatile long i = 0;; i++); }",
+                   "cpu_time_seconds": 1, "timeout_seconds": 20},
+    })
+    for name in ("busy", "busy_c"):
+        busy = results[name]
+        assert (busy["status"], busy["limit_exceeded"], busy["signal"]) == ("timeout", "cpu_time", "SIGXCPU"), busy
+        assert busy["reason"] == "CPU-time limit of 1 s exceeded"
+        assert busy["cpu_time_ms"] >= 800 and busy["duration_ms"] < 15000, busy  # the kernel counts in ticks
+    sleeping = results["sleeping"]
+    assert (sleeping["status"], sleeping["limit_exceeded"]) == ("timeout", "wall_time"), sleeping
+    assert sleeping["reason"] == "wall-clock limit of 2 s exceeded" and sleeping["cpu_time_ms"] < 1000
+
+
+def test_the_file_size_limit_stops_a_write_and_says_so(api):
+    code = "with open('big.bin', 'wb') as f:\n    f.write(b'x' * (3 << 20))"
+    result = api.execute(language="python", code=code, max_file_size_mb=1)
+    assert (result["status"], result["limit_exceeded"]) == ("error_runtime", "file_size"), result
+    assert "File too large" in result["stderr"] and "file-size limit of 1 MB" in result["reason"]
+    c_code = ('#include <stdio.h>\nint main(void) { FILE *f = fopen("big.bin", "w");\n'
+              '  for (int i = 0; i < (3 << 20); i++) fputc(120, f); return fclose(f); }\n')
+    result = api.execute(language="c", code=c_code, max_file_size_mb=1)
+    assert (result["signal"], result["limit_exceeded"]) == ("SIGXFSZ", "file_size"), result
+
+
+def test_java_and_go_run_and_allocate_within_256_mb(api):
+    java = ("public class Main { public static void main(String[] args) {\n"
+            "  byte[][] kept = new byte[100][]; for (int i = 0; i < 100; i++) kept[i] = new byte[1 << 20];\n"
+            "  System.out.println(\"kept \" + kept.length + \" MiB, heap max \" + (Runtime.getRuntime().maxMemory() >> 20));\n} }\n")
+    go = ('package main\n\nimport "fmt"\n\nfunc main() {\n\tkept := make([][]byte, 150)\n'
+          '\tfor i := range kept {\n\t\tkept[i] = make([]byte, 1<<20)\n\t\tkept[i][0] = 1\n\t}\n'
+          '\tfmt.Println("kept", len(kept), "MiB")\n}\n')
+    results = run_concurrently(api, {
+        "java": {"language": "java", "code": java, "max_memory_mb": 256},
+        "go": {"language": "go", "code": go, "max_memory_mb": 256},
+    })
+    assert results["java"]["status"] == "completed" and results["java"]["stdout"].startswith("kept 100 MiB"), results["java"]
+    # The heap is sized from the execution's limit, not from the machine's memory.
+    assert int(results["java"]["stdout"].split()[-1]) < 256, results["java"]
+    assert (results["go"]["status"], results["go"]["stdout"]) == ("completed", "kept 150 MiB\n"), results["go"]
+
+
+def test_a_compile_stage_past_its_limit_is_an_error_compile(api):
+    # Constant evaluation of 10^10 steps keeps g++ busy for minutes.
+    code = ("constexpr long spin() { long s = 0;\n"
+            "  for (long i = 0; i < 100000; i++) for (long j = 0; j < 100000; j++) s += i ^ j; return s; }\n"
+            "int main() { constexpr long v = spin(); return v == 0; }\n")
+    result = api.execute(language="cpp", code=code, compile_timeout_seconds=1)
+    assert (result["status"], result["reason"]) == ("error_compile", "compilation exceeded its wall-clock limit of 1 s"), result
+    assert result["compile"]["duration_ms"] >= 1000 and result["exit_code"] is None
 
 def test_result_has_every_field_of_the_contract(api):
     result = api.execute(language="python", code="import sys; print('out'); print('err', file=sys.stderr)")
@@ -74,12 +159,17 @@ def test_result_has_every_field_of_the_contract(api):
     assert result["output_files"] == {}
     assert not (result["stdout_truncated"] or result["stderr_truncated"] or result["output_files_truncated"])
     # The limits it ran under: the server's defaults, as the request gave none.
-    assert result["limits"] == {"timeout_seconds": 10, "max_memory_mb": 256}
+    assert result["limits"] == DEFAULT_LIMITS
+    assert result["compile"] is None and result["limit_exceeded"] is None and result["cpu_time_ms"] >= 0
 
 
 def test_result_reports_the_limits_the_request_asked_for(api):
-    result = api.execute(language="bash", code="true", timeout_seconds=3, max_memory_mb=64)
-    assert (result["status"], result["limits"]) == ("completed", {"timeout_seconds": 3, "max_memory_mb": 64})
+    result = api.execute(language="bash", code="true", timeout_seconds=3, max_memory_mb=64, cpu_time_seconds=2,
+                         max_file_size_mb=1, compile_timeout_seconds=5)
+    # No compile stage for bash, so no compile limit.
+    assert (result["status"], result["limits"]) == ("completed", {
+        "timeout_seconds": 3, "max_memory_mb": 64, "cpu_time_seconds": 2, "max_file_size_mb": 1,
+        "compile_timeout_seconds": None, "deadline_seconds": 3})
 
 
 def test_args_and_env_reach_the_program(api):
@@ -502,3 +592,101 @@ def describe_failure(phase: PhaseName, check) -> str:
     failure = check.failure_info.failure
     return (f"{check.name} ({phase.name.lower()}): {failure.title}: {failure.message}\n"
             f"  {check.failure_info.code_sample}")
+
+
+# --- test cases ---------------------------------------------------------------------------------
+
+ADD_CPP = ("#include <iostream>\nint main() { long a, b; std::cin >> a >> b;\n"
+           "  if (a == 7) for (;;) {}\n  std::cout << a + b << \"  \\n\\n\"; }\n")
+
+
+def test_test_cases_compile_once_and_each_gets_a_verdict(api):
+    tests = [{"name": "small", "input": "1 2\n", "expected_output": "3\n"},
+             {"input": "2 2", "expected_output": "5"},  # a wrong answer
+             {"name": "loops", "input": "7 0", "expected_output": "7"},  # a timeout among passing tests
+             {"input": "40 2\n", "expected_output": "42"}]
+    result = api.execute(language="cpp", code=ADD_CPP, tests=tests, timeout_seconds=1)
+    assert result["status"] == "completed" and result["compile"]["exit_code"] == 0, result
+    assert [test["verdict"] for test in result["tests"]] == ["passed", "wrong_answer", "timeout", "passed"]
+    assert [test["name"] for test in result["tests"]] == ["small", None, "loops", None]
+    assert result["test_summary"] == {"passed": 2, "total": 4,
+                                      "first_failure": {"index": 1, "name": None, "verdict": "wrong_answer"}}
+    first, _, loops, _ = result["tests"]
+    assert (first["stdout"], first["exit_code"], first["limit_exceeded"]) == ("3  \n\n", 0, None)
+    assert first["duration_ms"] >= 0 and first["memory_used_mb"] is not None and first["cpu_time_ms"] is not None
+    assert loops["limit_exceeded"] == "wall_time" and loops["reason"] == "wall-clock limit of 1 s exceeded"
+    # The run's own fields stay empty: the tests carry the runs.
+    assert (result["stdout"], result["exit_code"]) == ("", None)
+    assert result["limits"]["deadline_seconds"] == 20 + 4 * 1
+
+
+def test_exact_comparison_counts_trailing_whitespace(api):
+    tests = [{"input": "1 2", "expected_output": "3  \n\n"}, {"input": "1 2", "expected_output": "3\n"}]
+    result = api.execute(language="cpp", code=ADD_CPP, tests=tests, comparison="exact")
+    assert [test["verdict"] for test in result["tests"]] == ["passed", "wrong_answer"], result
+
+
+# Looks for what it must never see: another test's input, and any expected output. Both are made
+# of a marker (split here, so this code never holds it whole) and a random suffix. Then it leaves its
+# own input in every directory and file it can write, and in System V shared memory, for the next
+# test to find.
+HUNT_SECRETS = r'''
+import glob, os, re, stat, sys
+marker = re.compile(("SECRET" + "-") .encode() + rb"(INPUT|EXPECTED)-[0-9a-f]{32}")
+mine = sys.stdin.read().strip().encode()
+found = set()
+def look(path):
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError:
+        return
+    with open(fd, "rb") as handle:
+        if stat.S_ISREG(os.fstat(fd).st_mode):  # not a pipe or a device, which may never end
+            try:
+                found.update(match.group(0) for match in marker.finditer(handle.read(4 << 20)))
+            except OSError:
+                pass
+writable = []
+for root, dirs, files in os.walk("/"):
+    dirs[:] = [d for d in dirs if os.path.join(root, d) not in ("/proc", "/sys", "/usr")]
+    if os.access(root, os.W_OK):
+        writable.append(os.path.join(root, "left-behind"))
+    for name in files:
+        path = os.path.join(root, name)
+        look(path)
+        if os.access(path, os.W_OK) and stat.S_ISREG(os.lstat(path).st_mode):
+            writable.append(path)
+for path in glob.glob("/proc/[0-9]*/*"):
+    if path.rsplit("/", 1)[1] in ("environ", "cmdline", "mem", "maps"):
+        look(path)
+try:
+    import ctypes
+    libc = ctypes.CDLL(None)
+    libc.shmat.restype = ctypes.c_void_p
+    segment = libc.shmget(0x5EC, 4096, 0o600)
+    if segment >= 0:
+        address = libc.shmat(segment, None, 0)
+        found.update(match.group(0) for match in marker.finditer(ctypes.string_at(address, 4096)))
+    segment = libc.shmget(0x5EC, 4096, 0o1600)
+    ctypes.memmove(libc.shmat(segment, None, 0), mine, len(mine))
+except Exception as error:
+    print("shm:", error, file=sys.stderr)
+for path in writable:
+    try:
+        with open(path, "ab") as handle:
+            handle.write(mine)
+    except OSError:
+        pass
+print("left in", len(writable), "places", file=sys.stderr)
+print(sorted(secret.decode() for secret in found - {mine}))
+'''
+
+
+def test_a_test_case_never_sees_another_tests_input_nor_any_expected_output(api):
+    inputs = [f"SECRET-INPUT-{uuid.uuid4().hex}" for _ in range(3)]
+    tests = [{"input": value, "expected_output": f"SECRET-EXPECTED-{uuid.uuid4().hex}"} for value in inputs]
+    result = api.execute(language="python", code=HUNT_SECRETS, tests=tests, timeout_seconds=20)
+    assert result["status"] == "completed", result
+    for test in result["tests"]:
+        assert test["exit_code"] == 0, test
+        assert test["stdout"] == "[]\n", f"a test found what it must not: {test['stdout']} {test['stderr'][-500:]}"

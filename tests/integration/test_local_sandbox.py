@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.conftest import UNTHROTTLED
+
 
 def processes_mentioning(marker: str) -> list[str]:
     """Host processes whose command line contains `marker` (ours and anything that escaped)."""
@@ -192,3 +194,20 @@ def test_each_sandbox_runs_once_and_leaves_no_cgroup_behind(api):
 @pytest.mark.skipif(os.geteuid() != 0, reason="cgroup enforcement needs root")
 def test_readiness_reports_what_is_enforced(api):
     assert "cgroup v1 memory and pids" in api.get("/readyz").json()["detail"]
+
+
+SUM_OR_LOOP = "a, b = map(int, input().split())\nwhile a == 7:\n    pass\nprint(a + b)\n"
+
+
+
+def test_tests_past_the_execution_deadline_are_skipped(start_api_server):
+    client = start_api_server(**UNTHROTTLED, max_deadline_seconds=3)
+    tests = [{"input": "7 0", "expected_output": "7"}] * 3 + [{"input": "1 1", "expected_output": "2"}]
+    response = client.post("/api/sandbox/execute", json={"language": "python", "code": SUM_OR_LOOP, "tests": tests,
+                                                         "timeout_seconds": 2})
+    result = response.json()
+    assert result["limits"]["deadline_seconds"] == 3, result
+    verdicts = [test["verdict"] for test in result["tests"]]
+    assert verdicts[:2] == ["timeout", "timeout"] and verdicts[2:] == ["skipped", "skipped"], result
+    assert result["status"] == "timeout" and result["reason"] == "the execution's deadline passed: 2 of 4 tests skipped"
+    assert result["tests"][1]["reason"] == "the execution's deadline passed during this test"

@@ -190,6 +190,23 @@ def test_the_spec_can_come_from_a_file_and_a_missing_file_is_reported(tmp_path):
     assert result["reason"] == f"cannot read the spec: No such file or directory: {tmp_path / 'missing.json'}"
 
 
+def test_a_removed_spec_is_gone_before_the_program_starts_and_one_that_cannot_be_removed_is_not_run(tmp_path):
+    handoff = tmp_path / "handoff"
+    handoff.mkdir()
+    spec_path = handoff / "spec.json"
+    spec = {"command": ["sh", "-c", f"test -e {spec_path} && echo still there || echo gone"],
+            "workdir": str(tmp_path / "w"), "timeout_seconds": 5, "env": {"PATH": "/usr/bin:/bin"}}
+    spec_path.write_text(json.dumps(spec))
+    command = runner_command(str(RUNNER_PATH), str(spec_path), python=sys.executable, remove_spec=True)
+    result = read_result(subprocess.run(command, capture_output=True, timeout=60).stdout.decode())
+    assert (result["status"], result["stdout"]) == ("completed", "gone\n")
+    # A file nobody can unlink, root included: the spec comes through the runner's own stdin.
+    undeletable = runner_command(str(RUNNER_PATH), "/proc/self/fd/0", python=sys.executable, remove_spec=True)
+    completed = subprocess.run(undeletable, input=json.dumps(spec).encode(), capture_output=True, timeout=60)
+    result = read_result(completed.stdout.decode())
+    assert result["status"] == "error_setup" and result["reason"].startswith("cannot remove the spec once read"), result
+
+
 def test_unwritable_files_and_work_directories_are_setup_errors(tmp_path):
     (tmp_path / "plain-file").write_text("")
     bad_workdir = run_runner(tmp_path / "plain-file" / "w", ["true"])

@@ -14,6 +14,7 @@ from sandbox_contract.request import (
     BASE64_PATTERN,
     INPUT_PATH_PATTERN,
     MAX_PATH_CHARS,
+    LIMIT_NAMES,
     RESERVED_ENV_NAMES,
     RESERVED_ENV_PREFIXES,
     EffectiveLimits,
@@ -31,9 +32,10 @@ CATALOGUE = load_catalogue()
 
 
 def resolve(**fields):
-    request = {"language": "python", "code": "", "stdin": None, "files": [], "timeout_seconds": None,
-               "max_memory_mb": None, **fields}
-    return resolve_request(catalogue=CATALOGUE, limits=ExecutionLimits(), **request)
+    """resolve_request with defaults; the names of LIMIT_NAMES among `fields` are the requested limits."""
+    requested = {name: fields.pop(name) for name in LIMIT_NAMES if name in fields}
+    request = {"language": "python", "code": "", "stdin": None, "files": [], **fields}
+    return resolve_request(catalogue=CATALOGUE, limits=ExecutionLimits(), requested_limits=requested, **request)
 
 
 @pytest.mark.parametrize("given,expected", [
@@ -85,11 +87,11 @@ def test_files_clashing_with_each_other_or_the_code_are_refused():
 
 def test_limits_default_and_bounds():
     limits = ExecutionLimits()
-    assert limits.resolve(None, None) == EffectiveLimits(timeout_seconds=10, max_memory_mb=256)
-    assert limits.resolve(60, 1024) == EffectiveLimits(timeout_seconds=60, max_memory_mb=1024)
+    assert limits.resolve({}) == EffectiveLimits(timeout_seconds=10, max_memory_mb=256)
+    assert limits.resolve({"timeout_seconds": 60, "max_memory_mb": 1024}) == EffectiveLimits(timeout_seconds=60, max_memory_mb=1024)
     for timeout, memory in [(0, None), (61, None), (None, 15), (None, 1025)]:
         with pytest.raises(InvalidSpecError):
-            limits.resolve(timeout, memory)
+            limits.resolve({"timeout_seconds": timeout, "max_memory_mb": memory})
 
 
 @pytest.mark.parametrize("fields", [
@@ -105,11 +107,11 @@ def test_a_request_is_resolved_once_for_both_programs():
     assert request.language.name == "python"
     assert request.files == (InputFile("a.txt", "x"),)
     assert request.limits == EffectiveLimits(timeout_seconds=5, max_memory_mb=256)
-    with pytest.raises(InvalidSpecError, match=r"Unsupported language: 'cobol' \(supported: bash, javascript, python\)"):
+    with pytest.raises(InvalidSpecError, match=r"Unsupported language: 'cobol' \(supported: bash, c, cpp, csharp, fortran, go, java, javascript, lua, perl, php, python, ruby, rust, typescript\)"):
         resolve(language="cobol")
     with pytest.raises(InvalidSpecError, match=r"\(supported: bash\)"):
         resolve_request(catalogue=CATALOGUE, limits=ExecutionLimits(), language="python", code="", stdin=None,
-                        files=[], timeout_seconds=None, max_memory_mb=None, offered=["bash"])
+                        files=[], requested_limits={}, offered=["bash"])
     with pytest.raises(InvalidSpecError, match="max_memory_mb must be between 16 and 1024, got 0"):
         resolve(max_memory_mb=0)
 

@@ -14,7 +14,7 @@ from sandbox_contract.result import Result
 
 REQUEST = resolve_request(
     catalogue=load_catalogue(), limits=ExecutionLimits(), language="python", code="print(input())", stdin="hi",
-    files=[InputFile(path="d/in.bin", content="AAE=", encoding="base64")], timeout_seconds=5, max_memory_mb=128,
+    files=[InputFile(path="d/in.bin", content="AAE=", encoding="base64")], requested_limits={"timeout_seconds": 5, "max_memory_mb": 128},
 )
 EXECUTION = Execution(id="exec-0123456789abcdef0123", tenant="tenant-a", request=REQUEST)
 
@@ -29,7 +29,7 @@ def test_resource_carries_the_request_and_a_hashed_tenant():
     assert resource["spec"] == {
         "language": "python", "code": "print(input())", "stdin": "hi",
         "files": [{"name": "d/in.bin", "content": "AAE=", "encoding": "base64"}],
-        "timeoutSeconds": 5, "maxMemoryMb": 128, "ttlSecondsAfterFinished": 600,
+        "timeoutSeconds": 5, "maxMemoryMb": 128, "maxFileSizeMb": 64, "ttlSecondsAfterFinished": 600,
     }
 
 
@@ -54,7 +54,8 @@ def test_status_round_trips_the_runner_result_into_the_api_model():
     status = Result.from_runner(document, limits).to_status()
     resource = {**resource_for(EXECUTION, retention_seconds=1), "status": status}
     result = result_from_resource(resource)
-    assert result.limits.model_dump() == {"timeout_seconds": 5, "max_memory_mb": 128}
+    assert result.limits.model_dump() == {"timeout_seconds": 5, "max_memory_mb": 128, "cpu_time_seconds": None,
+                                          "max_file_size_mb": 64, "compile_timeout_seconds": None, "deadline_seconds": 5}
     assert result.status == "error_runtime" and result.reason == "exited with code 3"
     assert (result.exit_code, result.stdout, result.stderr, result.stdout_truncated) == (3, "out", "err", True)
     assert (result.duration_ms, result.memory_used_mb) == (40, 7)

@@ -38,7 +38,7 @@ def runner_spec(spec: dict) -> dict:
 def test_children_have_deterministic_names_and_labels():
     built = job()
     spec = runner_spec({"language": "python", "code": "print(1)"})
-    configmap = build_configmap_for(NAME, language=PYTHON, runner_spec=spec, runner="# runner")
+    configmap = build_configmap_for(NAME, language=PYTHON, spec=spec, runner="# runner")
     assert built["metadata"]["name"] == configmap["metadata"]["name"] == "sbx-" + NAME
     assert built == job(), "the same execution must always give the same Job"
     for labels in (built["metadata"]["labels"], configmap["metadata"]["labels"]):
@@ -51,7 +51,7 @@ def test_children_have_deterministic_names_and_labels():
 def test_configmap_carries_runner_and_spec_immutably():
     spec = runner_spec({"language": "python", "code": "print(input())", "stdin": "hi",
                         "files": [{"name": "data/in.txt", "content": "x"}]})
-    configmap = build_configmap_for(NAME, language=PYTHON, runner_spec=spec, runner=runner_source())
+    configmap = build_configmap_for(NAME, language=PYTHON, spec=spec, runner=runner_source())
     assert configmap["immutable"] is True
     assert "@@sandbox-result@@" in configmap["data"]["runner.py"]
     assert set(configmap["data"]) == {"runner.py", "spec.json"}  # the isolation gate is the runner's own
@@ -75,16 +75,29 @@ def test_pod_runs_the_runner_from_the_configmap_as_uid_65532():
     assert container["image"] == PYTHON.image
     assert container["imagePullPolicy"] == "IfNotPresent"
     assert container["command"] == ["python3", "-I", "-S", "/sandbox/runner/runner.py", "--isolation-wait", "30",
-                                    "/sandbox/runner/spec.json"]
+                                    "--remove-spec", "/sandbox/handoff/spec.json"]
     ungated = job(OperatorConfig(isolation_wait_seconds=0))["spec"]["template"]["spec"]["containers"][0]
-    assert ungated["command"] == ["python3", "-I", "-S", "/sandbox/runner/runner.py", "/sandbox/runner/spec.json"]
+    assert ungated["command"] == ["python3", "-I", "-S", "/sandbox/runner/runner.py", "--remove-spec",
+                                  "/sandbox/handoff/spec.json"]
     assert pod["securityContext"]["runAsUser"] == container["securityContext"]["runAsUser"] == 65532
     assert pod["securityContext"]["runAsGroup"] == 65532
     runner_volume = next(v for v in pod["volumes"] if v["name"] == "runner")
     assert runner_volume["configMap"]["name"] == "sbx-" + NAME
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
     assert mounts["/sandbox/runner"]["readOnly"] is True
-    assert set(mounts) == {"/sandbox/runner", WORK_DIR, "/tmp"}
+    assert set(mounts) == {"/sandbox/runner", "/sandbox/handoff", WORK_DIR, "/tmp"}
+    assert runner_volume["configMap"]["items"] == [{"key": "runner.py", "path": "runner.py"}]
+
+
+def test_only_the_init_container_mounts_the_spec_and_hands_it_over():
+    pod = job()["spec"]["template"]["spec"]
+    (deliver,) = pod["initContainers"]
+    assert deliver["command"] == ["cp", "/sandbox/spec/spec.json", "/sandbox/handoff/spec.json"]
+    assert deliver["securityContext"] == pod["containers"][0]["securityContext"]
+    spec_volume = next(v for v in pod["volumes"] if v["name"] == "spec")
+    assert spec_volume["configMap"]["items"] == [{"key": "spec.json", "path": "spec.json"}]
+    assert [m["name"] for m in deliver["volumeMounts"]] == ["spec", "handoff"]
+    assert "spec" not in [m["name"] for m in pod["containers"][0]["volumeMounts"]]
 
 
 def test_pod_hardening_items():
@@ -144,7 +157,7 @@ def test_resource_spec_resolves_to_a_runner_spec_or_a_reason():
     spec = build_runner_spec(request, workdir=WORK_DIR)
     assert spec["files"][1] == {"path": "a/b.bin", "content": "AAE=", "encoding": "base64"}
     assert spec["max_processes"] is None  # the kubelet's pod PID limit applies in the cluster
-    with pytest.raises(InvalidSpecError, match=r"Unsupported language: 'cobol' \(supported: bash, javascript, python\)"):
+    with pytest.raises(InvalidSpecError, match=r"Unsupported language: 'cobol' \(supported: bash, c, cpp, csharp, fortran, go, java, javascript, lua, perl, php, python, ruby, rust, typescript\)"):
         runner_spec({"language": "cobol", "code": ""})
     with pytest.raises(InvalidSpecError, match="timeout_seconds must be between 1 and 60"):
         runner_spec({"language": "python", "code": "", "timeoutSeconds": 3600})

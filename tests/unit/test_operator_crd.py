@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import yaml
 
 from sandbox_contract import crd
-from sandbox_contract.result import FIELDS, STATUS_NAMES, TERMINAL_PHASES, Phase
+from sandbox_contract.request import LIMIT_NAMES, EffectiveLimits
+from sandbox_contract.result import (
+    FIELDS,
+    STATUS_NAMES,
+    TERMINAL_PHASES,
+    CompileResult,
+    Phase,
+    TestResult,
+    TestSummary,
+    camel_case,
+)
 from sandbox_contract.settings import SettingError
 from sandbox_operator.config import OperatorConfig
 
@@ -39,7 +50,13 @@ def test_phases_are_the_api_status_vocabulary():
 def test_the_status_schema_has_every_result_field():
     properties = SCHEMA["properties"]["status"]["properties"]
     assert {STATUS_NAMES[name] for name in (*FIELDS, "limits")} <= set(properties)
-    assert set(properties["limits"]["properties"]) == {"timeoutSeconds", "maxMemoryMb"}
+    assert set(properties["limits"]["properties"]) == {camel_case(item.name) for item in dataclasses.fields(EffectiveLimits)}
+    assert set(properties["tests"]["items"]["properties"]) == {camel_case(item.name) for item in dataclasses.fields(TestResult)}
+    assert set(properties["testSummary"]["properties"]) == {camel_case(item.name) for item in dataclasses.fields(TestSummary)}
+    assert set(properties["compile"]["properties"]) == {camel_case(item.name) for item in dataclasses.fields(CompileResult)}
+    spec = SCHEMA["properties"]["spec"]["properties"]
+    assert {camel_case(name) for name in LIMIT_NAMES} | {"tests", "comparison"} <= set(spec)
+    assert set(spec["tests"]["items"]["properties"]) == {"name", "input", "expectedOutput"}
 
 
 def test_spec_is_validated_and_immutable():

@@ -26,7 +26,7 @@ def log_with(document: dict, before: str = "runner: starting\n") -> str:
 
 def test_parse_takes_the_last_marker_line():
     log = log_with({"status": "timeout"}) + "noise\n" + log_with(RESULT, before="")
-    assert parse_result_line(log, LIMITS).status == "completed"
+    assert parse_result_line(log, LIMITS, {}).status == "completed"
 
 
 @pytest.mark.parametrize(
@@ -41,11 +41,11 @@ def test_parse_takes_the_last_marker_line():
 )
 def test_unreadable_results_are_errors_with_a_reason(log, message):
     with pytest.raises(ResultError, match=message):
-        parse_result_line(log, LIMITS)
+        parse_result_line(log, LIMITS, {})
 
 
 def test_status_from_result_maps_every_field():
-    status = parse_result_line(log_with(RESULT), LIMITS).to_status()
+    status = parse_result_line(log_with(RESULT), LIMITS, {}).to_status()
     assert status["phase"] == "completed"
     assert status["exitCode"] == 0 and status["durationMs"] == 12 and status["memoryUsedMb"] == 9
     assert status["stdout"] == "hi\n"
@@ -53,7 +53,7 @@ def test_status_from_result_maps_every_field():
         {"name": "bin.dat", "content": "AAE=", "encoding": "base64"},
         {"name": "out.txt", "content": "text", "encoding": "utf-8"},
     ]
-    assert status["limits"] == {"timeoutSeconds": 5, "maxMemoryMb": 64}
+    assert status["limits"] == {"timeoutSeconds": 5, "maxMemoryMb": 64, "maxFileSizeMb": 64, "deadlineSeconds": 5}
 
 
 def pod(*, phase="Pending", state=None, reason=None, conditions=()):

@@ -1,6 +1,7 @@
 """The runner's pure helpers: spec checking, paths, JSON, classification, the result budget."""
 
 import json
+import signal
 
 import pytest
 
@@ -98,10 +99,11 @@ def test_to_json_is_compact_ascii_and_round_trips():
     assert json.loads(encoded) == value
 
 
-def _classified(wait_status, *, timed_out=False, oom=False, memory=None):
+def _classified(wait_status, *, timed_out=False, oom=False, memory=None, cpu_limit=None, cpu_ms=0):
     result = empty_result("completed", None)
-    result["oom_killed"] = oom
-    classify(result, wait_status, timed_out, 2.5, memory)
+    result["oom_killed"], result["cpu_time_ms"] = oom, cpu_ms
+    stage = {"timeout_seconds": 2.5, "cpu_time_seconds": cpu_limit}
+    classify(result, wait_status, timed_out, stage, {"max_memory_mb": memory, "limits": {"file_bytes": 2 << 20}})
     return result
 
 
@@ -116,6 +118,14 @@ def test_classify_every_ending():
     oom = _classified(9, oom=True, memory=64)
     assert (oom["status"], oom["reason"], oom["exit_code"]) == ("error_runtime", "out of memory: exceeded 64 MB", 137)
     assert _classified(9, oom=True)["reason"] == "out of memory: killed by the kernel's OOM killer"
+    assert oom["limit_exceeded"] == "memory" and timeout["limit_exceeded"] == "wall_time"
+    xcpu = _classified(signal.SIGXCPU, cpu_limit=1, cpu_ms=1001)
+    assert (xcpu["status"], xcpu["reason"], xcpu["limit_exceeded"]) == ("timeout", "CPU-time limit of 1 s exceeded", "cpu_time")
+    # SIGKILL at the hard limit (the program caught SIGXCPU) is the CPU limit too, but not below it
+    assert _classified(9, cpu_limit=1, cpu_ms=2000)["limit_exceeded"] == "cpu_time"
+    assert _classified(9, cpu_limit=1, cpu_ms=10)["limit_exceeded"] is None
+    xfsz = _classified(signal.SIGXFSZ)
+    assert (xfsz["reason"], xfsz["limit_exceeded"]) == ("file-size limit of 2 MB exceeded", "file_size")
 
 
 def test_serialise_within_keeps_small_results_whole():

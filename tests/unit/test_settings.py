@@ -68,7 +68,8 @@ def test_a_bad_value_names_its_variable(variable, value, fragment):
 
 
 def test_the_table_lists_groups_in_place_and_prints_unset_defaults():
-    assert [declared.env for declared in settings_of(Example)][-5:] == [
+    names = [declared.env for declared in settings_of(Example)]
+    assert names[names.index("SANDBOX_HOSTS"):][:5] == [
         "SANDBOX_HOSTS", "SANDBOX_DEFAULT_TIMEOUT_SECONDS", "SANDBOX_MAX_TIMEOUT_SECONDS",
         "SANDBOX_DEFAULT_MEMORY_MB", "SANDBOX_MAX_MEMORY_MB",
     ]

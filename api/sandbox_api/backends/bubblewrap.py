@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 from asyncio.subprocess import Process
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,11 +60,14 @@ class SandboxHost:
 
     files: dict[str, bytes]  # path inside the sandbox -> content, copied in read-only
     seccomp_bpf: bytes
+    config_dirs: tuple[str, ...] = ()  # directories under /etc bound read-only (the toolchains')
 
 
-def prepare_host(runner_source: Path) -> SandboxHost:
-    """The runner, a minimal /etc/passwd and /etc/group, and the compiled seccomp filter."""
+def prepare_host(runner_source: Path, config_dirs: Iterable[str] = ()) -> SandboxHost:
+    """The runner, a minimal /etc/passwd and /etc/group, the compiled seccomp filter, and those of the
+    toolchains' `config_dirs` this host has."""
     return SandboxHost(
+        config_dirs=tuple(path for path in dict.fromkeys(config_dirs) if os.path.isdir(path)),
         files={
             RUNNER_PATH_INSIDE: runner_source.read_bytes(),
             "/etc/passwd": f"sandbox:x:{SANDBOX_UID}:{SANDBOX_UID}:sandbox:/sandbox/work:/bin/sh\n".encode(),
@@ -101,7 +105,7 @@ def _memory_file(data: bytes) -> int:
     return fd
 
 
-def bwrap_argv(fds: DataFds, *, workdir: str) -> list[str]:
+def bwrap_argv(fds: DataFds, *, workdir: str, config_dirs: Iterable[str] = ()) -> list[str]:
     """The bubblewrap command line that runs the runner, as pid 1, with its spec on stdin."""
     argv = [
         "bwrap",
@@ -115,9 +119,13 @@ def bwrap_argv(fds: DataFds, *, workdir: str) -> list[str]:
         "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
         "--dir", "/etc",
     ]
-    for name in ("ld.so.cache", "localtime"):  # the dynamic linker's cache makes start-up faster
+    # The dynamic linker's cache makes start-up faster; Debian's alternatives are links the
+    # toolchains' commands go through (/usr/bin/java -> /etc/alternatives/java -> /usr/lib/jvm/...).
+    for name in ("ld.so.cache", "localtime", "alternatives"):
         if os.path.exists(f"/etc/{name}"):
             argv += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+    for path in config_dirs:
+        argv += ["--ro-bind", path, path]
     argv += [
         "--proc", "/proc", "--dev", "/dev",
         # /dev is itself a tmpfs: read-only, with a small /dev/shm for POSIX shared memory.
@@ -135,12 +143,13 @@ def bwrap_argv(fds: DataFds, *, workdir: str) -> list[str]:
     return argv
 
 
-def launch_argv(fds: DataFds, *, workdir: str, cgroup: SandboxCgroup | None, memory_bytes: int) -> list[str]:
+def launch_argv(fds: DataFds, *, workdir: str, cgroup: SandboxCgroup | None, memory_bytes: int,
+                config_dirs: Iterable[str] = ()) -> list[str]:
     """The full command: join the cgroups (or cap memory by rlimit without them), drop to nobody, bwrap.
 
     Core dumps are off everywhere: a host's core_pattern helper must never run for sandboxed code.
     """
-    command = bwrap_argv(fds, workdir=workdir)
+    command = bwrap_argv(fds, workdir=workdir, config_dirs=config_dirs)
     if os.geteuid() == 0:
         command = ["setpriv", f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups", "--", *command]
     if cgroup is None:
@@ -177,7 +186,7 @@ async def start_sandbox(host: SandboxHost, *, workdir: str, cgroup: SandboxCgrou
     fds = DataFds.open(host)
     try:
         return await asyncio.create_subprocess_exec(
-            *launch_argv(fds, workdir=workdir, cgroup=cgroup, memory_bytes=memory_bytes),
+            *launch_argv(fds, workdir=workdir, cgroup=cgroup, memory_bytes=memory_bytes, config_dirs=host.config_dirs),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -209,13 +218,14 @@ async def kill_sandbox(process: Process, cgroup: SandboxCgroup | None) -> None:
         log.error("sandbox %s: its pipes were still open %s s after it was killed", process.pid, DISPOSE_SECONDS)
 
 
-async def run_spec(process: Process, spec: dict, *, result_cap: int) -> tuple[dict | None, str]:
+async def run_spec(process: Process, spec: dict, *, stages_seconds: float, result_cap: int) -> tuple[dict | None, str]:
     """Hand the spec to a started sandbox; (result document or None, the runner's stderr tail).
+    `stages_seconds` is what the compile stage and the program may take together.
 
     Returns as soon as the result line is complete: tearing the namespaces down is the caller's
     (background) business. The caller always disposes of the sandbox afterwards.
     """
-    deadline = spec["timeout_seconds"] + SETUP_GRACE_SECONDS
+    deadline = stages_seconds + SETUP_GRACE_SECONDS
     stderr = asyncio.create_task(_read_capped(process.stderr, RUNNER_STDERR_CAP))
     try:
         async with asyncio.timeout(deadline):

@@ -194,7 +194,7 @@ class KubernetesBackend(Backend):
 
     def languages(self) -> list[LanguageInfo]:
         return [
-            LanguageInfo(name=language.name, aliases=list(language.aliases), version=language.version)
+            LanguageInfo.of(language, language.version)
             for language in (self.catalogue.languages[name] for name in self.catalogue.names())
         ]
 

@@ -59,13 +59,14 @@ class Sandbox:
 
 
 def detect_version(language: Language) -> str | None:
-    """The version the interpreter reports, e.g. '3.11.2'; None when it does not run here."""
-    executable = shutil.which(language.command[0], path=SANDBOX_PATH)
-    if executable is None:
+    """The version the toolchain reports, e.g. '3.11.2'; None when one of its programs is not installed here."""
+    if not all(shutil.which(program, path=SANDBOX_PATH) for program in language.executables):
         return None
+    command = language.version_argv
     try:
         completed = subprocess.run(
-            [executable, "--version"], capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL
+            [shutil.which(command[0], path=SANDBOX_PATH) or command[0], *command[1:]],
+            capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -105,7 +106,8 @@ class LocalBackend(Backend):
             raise BackendError("bubblewrap (bwrap) is not installed: run hack/install-deps.sh")
         if not self.runner_source.is_file():
             raise BackendError(f"the runner is missing at {self.runner_source}")
-        self._host = prepare_host(self.runner_source)
+        self._host = prepare_host(
+            self.runner_source, [path for language in self.catalogue.languages.values() for path in language.config_dirs])
         self._use_cgroups, why = cgroups_usable()
         if self._use_cgroups:
             await asyncio.to_thread(remove_stale_server_dirs)
@@ -119,7 +121,8 @@ class LocalBackend(Backend):
         for language in self.catalogue.languages.values():
             version = await asyncio.to_thread(detect_version, language)
             if version is None:
-                log.warning("local backend: %s (%s) is not installed here; it is not offered", language.name, language.command[0])
+                log.warning("local backend: %s (%s) is not installed here; it is not offered",
+                            language.name, ", ".join(language.executables))
             else:
                 self._versions[language.name] = version
         log.info("local backend ready: %s; languages %s", self.enforcement, self._versions)
@@ -136,7 +139,7 @@ class LocalBackend(Backend):
 
     def languages(self) -> list[LanguageInfo]:
         return [
-            LanguageInfo(name=language.name, aliases=list(language.aliases), version=self._versions[language.name])
+            LanguageInfo.of(language, self._versions[language.name])
             for language in self.catalogue.languages.values()
             if language.name in self._versions
         ]
@@ -233,7 +236,8 @@ class LocalBackend(Backend):
         sandbox = await self._take(execution.request.limits.max_memory_mb)
         self._replenish()
         try:
-            document, runner_stderr = await run_spec(sandbox.process, spec, result_cap=OUTPUT_LIMITS["result_bytes"])
+            document, runner_stderr = await run_spec(sandbox.process, spec, result_cap=OUTPUT_LIMITS["result_bytes"],
+                                                     stages_seconds=execution.request.limits.deadline_seconds)
             # The kernel counts an OOM kill when it happens, before the runner reports.
             oom_kills = sandbox.cgroup.oom_kills() if sandbox.cgroup is not None else 0
         finally:
@@ -260,7 +264,8 @@ def _result_from(execution: Execution, document: dict | None, runner_stderr: str
         last_line = runner_stderr.strip().splitlines()[-1:] or ["no output"]
         log.warning("execution %s: the runner gave no result; its stderr: %s", execution.id, runner_stderr[-2000:])
         return _state(execution, Phase.ERROR_SETUP, f"the sandbox failed without a result: {last_line[0][:300]}")
-    result = Result.from_runner(document, limits)
+    request = execution.request
+    result = Result.from_runner(document, limits, request.tests, request.comparison)
     if oom_kills and result.status == Phase.ERROR_RUNTIME:
-        result = dataclasses.replace(result, oom_killed=True, reason=oom_reason)
+        result = dataclasses.replace(result, oom_killed=True, reason=oom_reason, limit_exceeded="memory")
     return _answer(execution, result)
