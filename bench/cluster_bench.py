@@ -1,9 +1,13 @@
 """Cluster benchmark: POST -> result through the API's Kubernetes backend vs a bare Job.
 
 Prints numbers; asserts nothing. Needs the local cluster (`make cluster-up`). Starts its own operator
-and API server on the host, in a fresh namespace that is deleted at the end.
+and API server on the host, in a fresh namespace that is deleted at the end. Besides python hello-world
+against a bare Job, it prints compile + run of C++ and Java hello-world and the judge workload (one C++
+solution, 20 test cases in one request) through the cluster, next to the same bare toolchain on the host
+(a sandbox pod is limited to one CPU; the host's toolchain is not).
 
     .venv/bin/python bench/cluster_bench.py [--runs 20] [--throughput 100] [--in-flight 20]
+        [--compile-samples 3] [--judge-samples 2]    (0 skips a figure)
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -21,6 +24,8 @@ import uuid
 from pathlib import Path
 
 import httpx
+
+from common import compiled_figures, free_port, percentile, wait_http
 
 from sandbox_api.auth import digest, generate_key
 
@@ -34,31 +39,6 @@ HELLO = "print('hello')"
 
 def kubectl(*args: str) -> str:
     return subprocess.run([*KUBECTL, *args], check=True, capture_output=True, text=True).stdout
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_http(url: str, process: subprocess.Popen, what: str) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            sys.exit(f"{what} exited early")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    sys.exit(f"{what} did not get ready")
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def bare_job_seconds(namespace: str, index: int) -> float:
@@ -77,6 +57,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20, help="sequential runs for each latency figure")
     parser.add_argument("--throughput", type=int, default=100, help="executions for the throughput figure")
     parser.add_argument("--in-flight", type=int, default=20, help="concurrent executions for the throughput figure")
+    parser.add_argument("--compile-samples", type=int, default=3, help="sequential runs of each compiled hello-world")
+    parser.add_argument("--judge-samples", type=int, default=2, help="judge requests (20 test cases each)")
     args = parser.parse_args()
 
     namespace = f"sbxbench-{uuid.uuid4().hex[:8]}"
@@ -119,31 +101,39 @@ def main() -> None:
                 raise RuntimeError(f"execution failed: {response.status_code} {response.text[:300]}")
             return elapsed
 
-        execute()  # warm-up: NetworkPolicy creation, connection pools
-        bare_job_seconds(namespace, 0)
-        ours, bare = [], []
-        for index in range(1, args.runs + 1):  # interleaved, so drift in the machine's load hits both
-            ours.append(execute())
-            bare.append(bare_job_seconds(namespace, index))
-        start = time.monotonic()
-        failures = 0
-        with concurrent.futures.ThreadPoolExecutor(max_workers=args.in_flight) as pool:
-            for outcome in [pool.submit(execute) for _ in range(args.throughput)]:
-                try:
-                    outcome.result()
-                except RuntimeError:
-                    failures += 1
-        throughput = args.throughput / (time.monotonic() - start)
-
-        print(f"python hello-world, {args.runs} sequential runs each (seconds)")
-        print(f"{'path':<34}{'p50':>8}{'p95':>8}{'mean':>8}")
-        for label, samples in (("API -> SandboxExecution -> result", ours), ("bare Job (kubectl create+wait)", bare)):
-            print(f"{label:<34}{percentile(samples, 0.5):>8.2f}{percentile(samples, 0.95):>8.2f}"
-                  f"{statistics.mean(samples):>8.2f}")
-        print(f"ratio p50 ours/bare: {percentile(ours, 0.5) / percentile(bare, 0.5):.2f}  "
-              f"p95: {percentile(ours, 0.95) / percentile(bare, 0.95):.2f}")
-        print(f"throughput: {throughput:.2f} executions/s with {args.in_flight} in flight "
-              f"({args.throughput} executions, {failures} failed)")
+        if args.runs:
+            execute()  # warm-up: NetworkPolicy creation, connection pools
+            bare_job_seconds(namespace, 0)
+            ours, bare = [], []
+            for index in range(1, args.runs + 1):  # interleaved, so drift in the machine's load hits both
+                ours.append(execute())
+                bare.append(bare_job_seconds(namespace, index))
+            print(f"python hello-world, {args.runs} sequential runs each (seconds)")
+            print(f"{'path':<34}{'p50':>8}{'p95':>8}{'mean':>8}")
+            for label, samples in (("API -> SandboxExecution -> result", ours), ("bare Job (kubectl create+wait)", bare)):
+                print(f"{label:<34}{percentile(samples, 0.5):>8.2f}{percentile(samples, 0.95):>8.2f}"
+                      f"{statistics.mean(samples):>8.2f}")
+            print(f"ratio p50 ours/bare: {percentile(ours, 0.5) / percentile(bare, 0.5):.2f}  "
+                  f"p95: {percentile(ours, 0.95) / percentile(bare, 0.95):.2f}")
+        if args.throughput:
+            start = time.monotonic()
+            failures = 0
+            with concurrent.futures.ThreadPoolExecutor(max_workers=args.in_flight) as pool:
+                for outcome in [pool.submit(execute) for _ in range(args.throughput)]:
+                    try:
+                        outcome.result()
+                    except RuntimeError:
+                        failures += 1
+            throughput = args.throughput / (time.monotonic() - start)
+            print(f"throughput: {throughput:.2f} executions/s with {args.in_flight} in flight "
+                  f"({args.throughput} executions, {failures} failed)")
+        if args.compile_samples or args.judge_samples:
+            print()
+            compiled_figures(client, compile_samples=args.compile_samples, judge_samples=args.judge_samples,
+                             title=", through the cluster",
+                             note="API: POST -> SandboxExecution -> Job -> result, the pod start included; "
+                                  "bare: the catalogue's commands on the host, outside any pod.")
+        print(f"\nmachine: {os.cpu_count()} CPUs; load average at the end {os.getloadavg()[0]:.2f}")
     finally:
         # While the operator still runs, so it can release its finalizers on the executions.
         subprocess.run([*KUBECTL, "delete", "sbx", "--all", "-n", namespace, "--timeout=120s"], capture_output=True)

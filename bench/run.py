@@ -5,27 +5,32 @@ Starts its own API server (local backend), then prints markdown tables:
      start of the same interpreter the sandbox runs, and the ratio of the p50s;
   2. where the python time goes: bubblewrap alone, bubblewrap + runner around `true`, the same
      around the hello-world program (no HTTP, no cgroup);
-  3. executions per second at concurrency 1, 4 and 16, with the failure count.
-Usage: bench/run.py [--samples N] [--requests-per-worker N]
+  3. executions per second at concurrency 1, 4 and 16, with the failure count;
+  4. compile + run of hello-world in C++ and Java next to the bare toolchain (the catalogue's commands
+     and flags, run directly in a temporary directory), and the ratio of the p50s;
+  5. the judge workload: one C++ solution with 20 test cases in one request, its per-test overhead
+     against a bare loop running the compiled binary once per case.
+Prints numbers; asserts nothing.
+Usage: bench/run.py [--samples N] [--requests-per-worker N] [--compile-samples N] [--judge-samples N]
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from importlib import resources
 from pathlib import Path
 
-import json
-from importlib import resources
-
 import httpx
+
+from common import MEMORY_MB, compiled_figures, free_port, percentile, wait_http
 
 from sandbox_api.auth import digest, generate_key
 from sandbox_api.backends.bubblewrap import DataFds, bwrap_argv, prepare_host
@@ -38,11 +43,6 @@ HELLO = {
     "javascript": ("console.log('hello')", "main.js", ["/usr/bin/node"]),
     "bash": ("echo hello", "main.sh", ["/usr/bin/bash"]),
 }
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def timed_ms(argv, samples: int, *, stdin: bytes = b"", env: dict[str, str] | None = None) -> list[float]:
@@ -86,7 +86,8 @@ def sandbox_breakdown(samples: int) -> list[tuple[str, list[float]]]:
         return argv[: argv.index("--")] + ["--", "true"]
 
     request = resolve_request(catalogue=load_catalogue(), limits=ExecutionLimits(), language="python",
-                              code="print('hello')", stdin=None, files=[], timeout_seconds=10, max_memory_mb=256)
+                              code="print('hello')", stdin=None, files=[],
+                              requested_limits={"timeout_seconds": 10, "max_memory_mb": MEMORY_MB})
     spec = build_runner_spec(request)
     spec_true = {**spec, "command": ["true"]}
     return [
@@ -97,23 +98,14 @@ def sandbox_breakdown(samples: int) -> list[tuple[str, list[float]]]:
 
 
 def start_server(keys_file: Path) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "SANDBOX_BACKEND": "local", "SANDBOX_API_KEYS_FILE": str(keys_file),
            "SANDBOX_RATE_PER_MINUTE": "1000000", "SANDBOX_RATE_BURST": "100000",
            "SANDBOX_MAX_CONCURRENT_PER_KEY": "64", "SANDBOX_MAX_IN_FLIGHT": "128", "SANDBOX_LOG_LEVEL": "warning"}
     server = subprocess.Popen([sys.executable, "-m", "sandbox_api", "--port", str(port)], env=env)
     base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
-                return server, base_url
-        except httpx.TransportError:
-            time.sleep(0.1)
-    server.kill()
-    raise SystemExit("the API server did not get ready within 60 s")
+    wait_http(f"{base_url}/readyz", server, "the API server")
+    return server, base_url
 
 
 def execute(client: httpx.Client, language: str) -> tuple[float, bool]:
@@ -128,6 +120,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=40)
     parser.add_argument("--requests-per-worker", type=int, default=10)
+    parser.add_argument("--compile-samples", type=int, default=8, help="samples of each compiled hello-world")
+    parser.add_argument("--judge-samples", type=int, default=5, help="judge requests (20 test cases each)")
     args = parser.parse_args()
     key = generate_key()
     with tempfile.TemporaryDirectory() as directory:
@@ -167,6 +161,8 @@ def main() -> int:
                     latencies = [elapsed for elapsed, _ in results]
                     print(f"| {concurrency} | {total / seconds:.1f} | {statistics.median(latencies):.1f} | "
                           f"{percentile(latencies, .95):.1f} | {sum(not ok for _, ok in results)} |")
+                print()
+                compiled_figures(client, compile_samples=args.compile_samples, judge_samples=args.judge_samples)
         finally:
             server.terminate()
             server.wait(timeout=20)

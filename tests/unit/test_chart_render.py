@@ -140,6 +140,16 @@ def env_of(docs: list[dict], deployment: str) -> dict[str, str]:
     return {e["name"]: e["value"] for e in found["spec"]["template"]["spec"]["containers"][0]["env"]}
 
 
+def test_the_chart_sets_every_shared_limit_to_the_contracts_default(default_docs):
+    from sandbox_contract.request import ExecutionLimits
+    from sandbox_contract.settings import settings_of
+
+    declared = {setting.env: str(setting.default) for setting in settings_of(ExecutionLimits)}
+    for component in ("api", "operator"):
+        env = env_of(default_docs, component)
+        assert {name: env.get(name) for name in declared} == declared, component
+
+
 def test_operator_peering_is_on_and_has_its_peering_object(default_docs):
     env = env_of(default_docs, "operator")
     (peering,) = find(default_docs, "KopfPeering")

@@ -116,14 +116,10 @@ seccompProfile:
 
 {{/* Sandbox settings both components must agree on, as SANDBOX_* variables. */}}
 {{- define "sandbox.sharedEnv" -}}
-- name: SANDBOX_DEFAULT_TIMEOUT_SECONDS
-  value: {{ .Values.limits.defaultTimeoutSeconds | quote }}
-- name: SANDBOX_MAX_TIMEOUT_SECONDS
-  value: {{ .Values.limits.maxTimeoutSeconds | quote }}
-- name: SANDBOX_DEFAULT_MEMORY_MB
-  value: {{ .Values.limits.defaultMemoryMb | quote }}
-- name: SANDBOX_MAX_MEMORY_MB
-  value: {{ .Values.limits.maxMemoryMb | quote }}
+{{- range $name, $value := .Values.limits }}
+- name: SANDBOX_{{ $name | snakecase | upper }}
+  value: {{ $value | quote }}
+{{- end }}
 {{- if .Values.languages }}
 - name: SANDBOX_LANGUAGES_FILE
   value: /etc/sandbox/languages/languages.yaml
