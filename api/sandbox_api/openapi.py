@@ -32,8 +32,10 @@ from sandbox_contract.request import (
     MAX_INPUT_FILES,
     MAX_PATH_CHARS,
     MAX_PATH_DEPTH,
+    MAX_TESTS,
     RESERVED_ENV_NAMES,
     RESERVED_ENV_PREFIXES,
+    TEST_NAME_PATTERN,
 )
 
 REQUEST_SCHEMA = "ExecuteRequest"
@@ -82,6 +84,7 @@ def bind_request_schema(generic: dict[str, Any], state: AppState, languages: tup
         when_absent = "none" if not default else default
         field["description"] = f"{field['description'].split(';')[0]}, {low} to {high}; {when_absent} when absent or null."
     _state_input_file_rules(_branch(properties["files"], "object"))
+    _state_test_rules(document["components"]["schemas"], _branch(properties["tests"], "array"))
     runtime_names = state.catalogue.env_names()
     _state_args_and_env_rules(_branch(properties["args"], "array"), _branch(properties["env"], "object"), runtime_names)
     return document
@@ -115,6 +118,17 @@ def _state_input_file_rules(files: dict[str, Any]) -> None:
         "if": {"properties": {"encoding": {"const": "base64"}}, "required": ["encoding"]},
         "then": {"properties": {"content": {"pattern": BASE64_PATTERN}}},
     })
+
+
+def _state_test_rules(schemas: dict[str, Any], tests: dict[str, Any]) -> None:
+    """The rules of sandbox_contract.request.validate_tests, as JSON Schema: at most MAX_TESTS cases,
+    names without control characters, and never both tests and input_data."""
+    tests["maxItems"] = MAX_TESTS
+    _branch(schemas["TestCaseModel"]["properties"]["name"], "string")["pattern"] = TEST_NAME_PATTERN
+    schemas[REQUEST_SCHEMA]["not"] = {
+        "required": ["tests", "input_data"],
+        "properties": {"tests": {"type": "array", "minItems": 1}, "input_data": {"type": "string"}},
+    }
 
 
 def _branch(schema: dict[str, Any], kind: str) -> dict[str, Any]:

@@ -353,3 +353,5 @@ def _ranges(codepoints: list[int]) -> str:
 
 
 INPUT_PATH_PATTERN = _input_path_pattern()
+# A test case's name: no control characters (validate_tests).
+TEST_NAME_PATTERN = rf"^[^{_ranges(sorted(CONTROL_CHARACTERS))}]*$"

@@ -94,12 +94,23 @@ def _container_state(pod: dict) -> dict:
     return {}
 
 
+def _waiting(pod: dict | None) -> dict:
+    """Why the pod's init container (which hands the spec over) or its container waits: the first
+    that waits for something of its own (PodInitializing only means the other is not done)."""
+    status = (pod or {}).get("status") or {}
+    for container in (*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])):
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") and waiting["reason"] != "PodInitializing":
+            return waiting
+    return {}
+
+
 def _pending_detail(pod: dict | None) -> str:
-    """Why a pod is not running yet, in words, from its container state or scheduling condition."""
+    """Why a pod is not running yet, in words, from its containers' states or scheduling condition."""
     if pod is None:
         return "no pod was created"
-    waiting = _container_state(pod).get("waiting")
-    if waiting and waiting.get("reason"):
+    waiting = _waiting(pod)
+    if waiting:
         message = waiting.get("message")
         return f"{waiting['reason']}: {message}" if message else waiting["reason"]
     for condition in (pod.get("status") or {}).get("conditions") or []:
@@ -143,8 +154,7 @@ def observe(
     if job is None or _condition(job, "Failed"):
         what = "Job was deleted" if job is None else "pod was deleted or failed"
         return Observation(Phase.ERROR_SETUP, f"the sandbox {what} before it produced a result", pod_name=pod_name)
-    waiting = state.get("waiting") or {}
-    if waiting.get("reason") in FATAL_WAITING_REASONS:
+    if _waiting(pod).get("reason") in FATAL_WAITING_REASONS:
         return Observation(Phase.ERROR_SETUP, f"the sandbox cannot start: {_pending_detail(pod)}", pod_name=pod_name)
     if state.get("running"):
         return Observation(Phase.RUNNING, pod_name=pod_name, started_at=state["running"].get("startedAt"))

@@ -27,10 +27,10 @@ EXECUTION_ID = re.compile(r"^exec-[0-9a-f]{20}$")
 RESULT_FIELDS = {
     "execution_id", "language", "status", "reason", "stdout", "stderr", "exit_code", "signal", "oom_killed",
     "duration_ms", "memory_used_mb", "output_files", "stdout_truncated", "stderr_truncated", "output_files_truncated",
-    "cpu_time_ms", "limit_exceeded", "compile", "limits",
+    "cpu_time_ms", "limit_exceeded", "compile", "tests", "test_summary", "limits",
 }
 DEFAULT_LIMITS = {"timeout_seconds": 10, "max_memory_mb": 256, "cpu_time_seconds": None, "max_file_size_mb": 64,
-                  "compile_timeout_seconds": None}
+                  "compile_timeout_seconds": None, "deadline_seconds": 10}
 BINARY = bytes(range(256)) * 4
 
 

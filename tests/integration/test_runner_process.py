@@ -27,6 +27,7 @@ BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin"}
 RESULT_FIELDS = {
     "status", "reason", "exit_code", "signal", "oom_killed", "stdout", "stderr", "stdout_truncated",
     "stderr_truncated", "duration_ms", "memory_used_mb", "output_files", "output_files_truncated",
+    "cpu_time_ms", "limit_exceeded", "compile", "tests",
 }
 
 

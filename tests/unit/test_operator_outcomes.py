@@ -82,6 +82,15 @@ def test_pending_until_the_setup_deadline_then_error_setup_with_the_reason():
     assert "did not start within 60 s" in late.reason and "ImagePullBackOff: pull access denied" in late.reason
 
 
+def test_an_init_container_that_cannot_start_is_the_reason_not_the_waiting_sandbox():
+    waiting = pod(state={"waiting": {"reason": "PodInitializing"}})
+    waiting["status"]["initContainerStatuses"] = [
+        {"name": "deliver-spec", "state": {"waiting": {"reason": "ErrImagePull", "message": "not found"}}}]
+    assert "ErrImagePull: not found" in look(pod_=waiting, age=61).reason
+    waiting["status"]["initContainerStatuses"][0]["state"]["waiting"]["reason"] = "InvalidImageName"
+    assert look(pod_=waiting, age=1).phase == "error_setup"  # fatal at once
+
+
 def test_unschedulable_pod_reason_names_the_scheduler_message():
     unschedulable = pod(conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                                      "message": "0/1 nodes are available: Insufficient memory."}])
