@@ -1114,6 +1114,26 @@ def run_stage(spec: dict, stage: dict, workdir_fd: int, wake_fd: int, cgroup: "M
     return result
 
 
+def run_once(spec: dict, workdir_fd: int, wake_fd: int, cgroup: "MemoryCgroup | None", peak_is_fresh: bool,
+             inputs: dict, compiled: bool) -> dict:
+    """Run the program once on the spec's stdin and collect its output files: neither the inputs nor
+    what the compile stage left (unless the program changed them) are outputs."""
+    baseline = None
+    if compiled:
+        snapshot = Snapshot()
+        snapshot.collect(workdir_fd)
+        baseline = snapshot.files
+    stage = {"command": spec["command"], "stdin": spec["stdin"], "timeout_seconds": spec["timeout_seconds"],
+             "cpu_time_seconds": spec["cpu_time_seconds"]}
+    result = run_stage(spec, stage, workdir_fd, wake_fd, cgroup, peak_is_fresh)
+    if result["exit_code"] is not None:  # the program ran
+        collector = OutputCollector(inputs, spec["limits"], baseline)
+        collector.collect(workdir_fd)
+        result["output_files"], result["output_files_truncated"] = collector.files, collector.truncated
+        note_file_size_hit(result, spec, collector.largest)
+    return result
+
+
 def run(spec: dict, wake_fd: int) -> dict:
     """Materialise the files, compile (when the language does), run the program, collect its output
     files: the result document."""
@@ -1129,31 +1149,20 @@ def run(spec: dict, wake_fd: int) -> dict:
         if cgroup:
             cgroup.reset_peak()
         peak_is_fresh = True  # the first stage: only the runner ran in the cgroup before it
-        compiled, baseline = None, None
+        compiled = None
         started = time.monotonic()
         if spec["compile"]:
             stage = {**spec["compile"], "stdin": b"", "cpu_time_seconds": None}
             compiled = run_stage(spec, stage, workdir_fd, wake_fd, cgroup, peak_is_fresh)
             if compiled["status"] != "completed":
                 return compile_failure(compiled, stage)
-            snapshot = Snapshot()
-            snapshot.collect(workdir_fd)
-            baseline = snapshot.files
             peak_is_fresh = bool(cgroup and cgroup.reset_peak())
         if spec["tests"] is not None:
             result = run_tests(spec, workdir_fd, wake_fd, cgroup, peak_is_fresh, started)
-            result["compile"] = compiled and compile_summary(compiled)
-            return result
-        stage = {"command": spec["command"], "stdin": spec["stdin"], "timeout_seconds": spec["timeout_seconds"],
-                 "cpu_time_seconds": spec["cpu_time_seconds"]}
-        result = run_stage(spec, stage, workdir_fd, wake_fd, cgroup, peak_is_fresh)
+        else:
+            result = run_once(spec, workdir_fd, wake_fd, cgroup, peak_is_fresh, inputs, bool(compiled))
         if compiled:
             result["compile"] = compile_summary(compiled)
-        if result["exit_code"] is not None:  # the program ran
-            collector = OutputCollector(inputs, spec["limits"], baseline)
-            collector.collect(workdir_fd)
-            result["output_files"], result["output_files_truncated"] = collector.files, collector.truncated
-            note_file_size_hit(result, spec, collector.largest)
         return result
     finally:
         os.close(workdir_fd)
