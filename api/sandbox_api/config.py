@@ -38,7 +38,7 @@ class Settings:
                                       maximum=100)
     local_workers: int = _setting(max(os.cpu_count() or 1, 2), "sandboxes the local backend runs at once",
                                  shown="CPUs (at least 2)")
-    max_body_bytes: int = _setting(256 * 1024, "largest request body accepted (413 beyond)")
+    max_body_bytes: int = _setting(2 * 1024 * 1024, "largest request body accepted (413 beyond); the inputs in it may take 1280 KiB")
     header_timeout_seconds: int = _setting(10, "time a client has to send a request's headers; the connection is closed beyond")
     body_timeout_seconds: int = _setting(30, "time a client has to send a request's body once its headers are in (408 beyond), or the rest of a refused one (closed beyond)")
     # SANDBOX_DEFAULT_TIMEOUT_SECONDS and the other limits the operator reads too.

@@ -11,21 +11,23 @@ import asyncio
 import logging
 import time
 
-from sandbox_api.backends.base import Backend, BackendError, Execution, new_execution_id
+from sandbox_api.backends.base import Backend, BackendError, Execution, InputTooLarge, new_execution_id
 from sandbox_api.errors import ApiError
 from sandbox_api.limits import Limits, LimitsUnavailable
 from sandbox_api.metrics import Metrics
 from sandbox_api.models import EncodedFile, ExecuteRequest, ExecutionAccepted, ExecutionResult
 from sandbox_contract.catalogue import Catalogue
-from sandbox_contract.crd import MAX_STORED_REQUEST_BYTES, stored_request_size
+from sandbox_contract.crd import MAX_INPUT_BYTES, stored_request_size
 from sandbox_contract.request import LIMIT_NAMES, ExecutionLimits, InputFile, InvalidSpecError, TestCase, resolve_request
 from sandbox_contract.result import Phase
 
 log = logging.getLogger(__name__)
 
-# How long past its own timeout a waiting request waits for a result before answering 202:
-# room for the sandbox (or pod) to start and report.
-WAIT_GRACE_SECONDS = 30
+# How long past its own deadline a waiting request waits for a result before answering 202: room
+# for the sandbox (or pod) to start and report. The operator's default setup deadline, so a request
+# queued behind a burst (50 pods take ~40 s on a 2-core node) still gets its result: a pod not
+# running by then ends error_setup, and that is the answer.
+WAIT_GRACE_SECONDS = 120
 # A watcher gives up on an execution that never finishes (the backend guarantees it does) after this.
 WATCH_LIMIT_SECONDS = 3600
 
@@ -86,9 +88,9 @@ class ExecutionService:
         except InvalidSpecError as error:
             raise ApiError(400, str(error)) from None
         stored = stored_request_size(resolved)
-        if stored > MAX_STORED_REQUEST_BYTES:
-            raise ApiError(413, f"the code, input, files, args and env take {stored} bytes once stored (each <, > and & counts "
-                                f"6 bytes); at most {MAX_STORED_REQUEST_BYTES} are accepted")
+        if stored > MAX_INPUT_BYTES:
+            raise ApiError(413, f"the code, input, files, args, env and tests take {stored} bytes once stored (each <, > "
+                                f"and & counts 6 bytes); at most {MAX_INPUT_BYTES} are accepted")
         return Execution(id=new_execution_id(), tenant=tenant, request=resolved)
 
     async def execute(self, request: ExecuteRequest, tenant: str) -> ExecutionResult | ExecutionAccepted:
@@ -127,6 +129,9 @@ class ExecutionService:
             raise ApiError(503, f"the concurrency limit cannot be checked: {error}") from None
         try:
             await self.backend.submit(execution)
+        except InputTooLarge as error:
+            self.key_limits.release(execution.tenant)
+            raise ApiError(413, str(error)) from None
         except BackendError as error:
             self.key_limits.release(execution.tenant)
             raise ApiError(503, f"the sandbox backend cannot take work: {error}") from None

@@ -8,9 +8,11 @@ rendered from the chart), and a unit test checks its status schema against `Resu
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
+import zlib
 
 from sandbox_contract.catalogue import Catalogue
 from sandbox_contract.request import (
@@ -107,6 +109,95 @@ def execution_spec(request: ExecutionRequest, *, retention_seconds: int) -> dict
     return spec
 
 
+# --- inputs in a ConfigMap of their own ----------------------------------------------------------
+
+# A request's inputs too large to sit in the resource beside a full status go into a ConfigMap the
+# spec names (`inputsConfigMap`): these spec fields, as gzip-compressed JSON under INPUTS_KEY.
+INPUT_FIELDS = ("code", "stdin", "files", "args", "env", "tests")
+INPUTS_KEY = "inputs.json.gz"
+INPUTS_PREFIX = "sbx-inputs-"
+# What the API server lets one ConfigMap hold (its data and binaryData together), less room for the rest.
+CONFIGMAP_DATA_BYTES = 1024 * 1024 - 16 * 1024
+
+
+class InputsError(ValueError):
+    """A spec's inputs ConfigMap cannot be used; the message says why."""
+
+
+def inputs_name(execution_name: str) -> str:
+    return INPUTS_PREFIX + execution_name
+
+
+def compress(value: object) -> bytes:
+    """`value` as gzip-compressed UTF-8 JSON: how specs and inputs travel in ConfigMaps."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return zlib.compress(text.encode("utf-8"), wbits=31)
+
+
+def decompress(data: bytes, *, max_bytes: int) -> object:
+    """The JSON that `compress` made, refusing to inflate past `max_bytes` (a small ConfigMap of
+    zeros would otherwise fill the operator's memory)."""
+    inflater = zlib.decompressobj(wbits=31)
+    try:
+        text = inflater.decompress(data, max_bytes + 1)
+    except zlib.error as error:
+        raise InputsError(f"not gzip-compressed data: {error}") from None
+    if len(text) > max_bytes or inflater.unconsumed_tail:
+        raise InputsError(f"more than {max_bytes} bytes once decompressed")
+    if not inflater.eof:
+        raise InputsError("the compressed data is cut short")
+    try:
+        return json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as error:
+        raise InputsError(f"not UTF-8 JSON: {error}") from None
+
+
+def split_inputs(spec: dict, execution_name: str) -> tuple[dict, dict]:
+    """A spec naming its inputs ConfigMap, and those inputs (INPUT_FIELDS taken out of `spec`)."""
+    inputs = {field: spec[field] for field in INPUT_FIELDS if field in spec}
+    rest = {key: value for key, value in spec.items() if key not in inputs}
+    return {**rest, "inputsConfigMap": inputs_name(execution_name)}, inputs
+
+
+def inputs_configmap(execution: dict, inputs: dict) -> dict:
+    """The ConfigMap holding an execution's inputs, owned by it: deleted with it, and only ever read
+    for it (merge_inputs checks the owner, so no spec can name someone else's ConfigMap)."""
+    metadata = execution["metadata"]
+    owner = {"apiVersion": API_VERSION, "kind": KIND, "name": metadata["name"], "uid": metadata["uid"],
+             "blockOwnerDeletion": False}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": execution["spec"]["inputsConfigMap"], "ownerReferences": [owner],
+                     "labels": {LABEL_MANAGED_BY: MANAGED_BY, LABEL_EXECUTION: metadata["name"]}},
+        "immutable": True,
+        "binaryData": {INPUTS_KEY: base64.b64encode(compress(inputs)).decode("ascii")},
+    }
+
+
+def merge_inputs(execution: dict, configmap: dict) -> dict:
+    """The execution's whole spec: its own fields and those of its inputs ConfigMap, which must be
+    owned by this very execution (its uid) and hold INPUTS_KEY; InputsError says what is wrong."""
+    name = configmap["metadata"]["name"]
+    uid = execution["metadata"]["uid"]
+    if not any(owner.get("uid") == uid for owner in configmap["metadata"].get("ownerReferences") or ()):
+        raise InputsError(f"the ConfigMap {name!r} is not owned by this SandboxExecution (uid {uid}): "
+                          f"add it to the ConfigMap's ownerReferences")
+    encoded = (configmap.get("binaryData") or {}).get(INPUTS_KEY)
+    if encoded is None:
+        raise InputsError(f"the ConfigMap {name!r} has no binaryData key {INPUTS_KEY!r}")
+    try:
+        # Twice the API's limit: room for the keys around the inputs, and a bound on memory all the same.
+        inputs = decompress(base64.b64decode(encoded, validate=True), max_bytes=2 * MAX_INPUT_BYTES)
+    except (InputsError, ValueError) as error:
+        raise InputsError(f"the ConfigMap {name!r}: {INPUTS_KEY}: {error}") from None
+    if not isinstance(inputs, dict) or set(inputs) - set(INPUT_FIELDS):
+        raise InputsError(f"the ConfigMap {name!r}: {INPUTS_KEY} must be an object with only the fields "
+                          f"{', '.join(INPUT_FIELDS)}")
+    spec = {key: value for key, value in execution["spec"].items() if key != "inputsConfigMap"}
+    return {**spec, **inputs}
+
+
 def request_from_spec(spec: dict, *, catalogue: Catalogue, limits: ExecutionLimits) -> ExecutionRequest:
     """The request a SandboxExecution's spec makes; InvalidSpecError says what is wrong with it."""
     return resolve_request(
@@ -131,9 +222,13 @@ def tests_from_spec(spec: dict) -> tuple[tuple[TestCase, ...], str]:
 # The most a status may take, both as the API server stores it and as the operator sends it: well
 # under etcd's request limit (1.5 MiB by default, for the whole object), leaving room for the spec.
 STATUS_BUDGET_BYTES = 1024 * 1024
-# The code, stdin and files as a spec stores them, at most: with its status and metadata, the
-# object stays under etcd's 1.5 MiB. The API refuses more (413) on both backends alike.
-MAX_STORED_REQUEST_BYTES = 1536 * 1024 - STATUS_BUDGET_BYTES - 128 * 1024
+# The inputs (INPUT_FIELDS) as a spec stores them, at most, for them to sit in the resource: with its
+# status and metadata, the object stays under etcd's 1.5 MiB. Larger inputs get a ConfigMap.
+MAX_INLINE_INPUT_BYTES = 1536 * 1024 - STATUS_BUDGET_BYTES - 128 * 1024
+# The inputs at most, on both backends alike: the API refuses more (413). Any 1 MiB request body
+# fits, unless a fifth of it is <, > or &. Compressed, they fit in one ConfigMap (CONFIGMAP_DATA_BYTES)
+# unless they are random printable text (base64 of random bytes deflates to 0.76 of its size).
+MAX_INPUT_BYTES = 1280 * 1024
 # Characters Go's encoding/json writes as a six-byte \u escape although they are one or three
 # bytes of UTF-8, so the extra bytes each costs in storage.
 _GO_ESCAPE_EXTRA = {"<": 5, ">": 5, "&": 5, "\u2028": 3, "\u2029": 3}
@@ -157,6 +252,6 @@ def sent_size(value: object) -> int:
 
 def stored_request_size(request: ExecutionRequest) -> int:
     """What the request's code, stdin, files, args, env and test cases take once stored (compared with
-    MAX_STORED_REQUEST_BYTES)."""
+    MAX_INPUT_BYTES and MAX_INLINE_INPUT_BYTES)."""
     return stored_size([request.code, request.stdin, [(f.path, f.content) for f in request.files],
                         request.args, request.env, [(t.name, t.input, t.expected_output) for t in request.tests]])

@@ -4,8 +4,9 @@ default-deny NetworkPolicy. Plain dicts in, plain dicts out; the handlers add ow
 
 from __future__ import annotations
 
+import base64
 import copy
-import json
+import hashlib
 
 import sandbox_runner
 from sandbox_contract import crd
@@ -17,13 +18,17 @@ from sandbox_operator.config import OperatorConfig
 
 RUNNER_DIR = "/sandbox/runner"
 RUNNER_FILE = "runner.py"
-SPEC_FILE = "spec.json"
-# The spec reaches the runner through a hand-off: the init container, which alone mounts the spec,
-# copies it into an emptyDir the runner reads it from and deletes it in, before the program starts.
-# So the program cannot read the spec (the other test cases' inputs) the way it could a mounted file.
+# The runner, one ConfigMap per namespace and runner version (named by its content, never changed).
+RUNNER_CONFIGMAP_PREFIX = "sandbox-runner-"
+SPEC_FILE = "spec.json.gz"  # gzip-compressed: a spec with 1 MiB of inputs fits in one ConfigMap
+# With test cases the spec reaches the runner through a hand-off: the init container, which alone
+# mounts the spec, copies it into an emptyDir the runner reads it from and deletes it in, before the
+# program starts. So the program cannot read the other test cases' inputs the way it could a mounted
+# file. Without test cases the spec holds nothing the program is not given anyway (its code, stdin,
+# files, args and env), and the sandbox mounts it read-only: one container start less per pod.
 SPEC_DIR = "/sandbox/spec"
 HANDOFF_DIR = "/sandbox/handoff"
-HANDOFF_SIZE_MB = 4  # a spec is at most a ConfigMap's 1 MiB
+HANDOFF_SIZE_MB = 2  # a spec is at most a ConfigMap's 1 MiB
 INIT_CONTAINER_NAME = "deliver-spec"
 # Besides the work dir, what the program can write in a pod: emptied between test cases.
 SCRATCH_PATHS = (*runner_spec.SCRATCH_PATHS, HANDOFF_DIR, "/dev/termination-log")
@@ -40,8 +45,27 @@ LOG_STORAGE_MB = 16
 
 
 def runner_source() -> str:
-    """The runner module's source, shipped in the ConfigMap so any image with python3 can run it."""
+    """The runner module's source, shipped in a ConfigMap so any image with python3 can run it."""
     return sandbox_runner.RUNNER_PATH.read_text()
+
+
+def runner_configmap_name(runner: str) -> str:
+    return RUNNER_CONFIGMAP_PREFIX + hashlib.sha256(runner.encode("utf-8")).hexdigest()[:16]
+
+
+def build_runner_configmap(runner: str) -> dict:
+    """The ConfigMap every sandbox pod of a namespace mounts the runner from, read-only.
+
+    Immutable and named by its content: a new runner gets a new ConfigMap, and no pod's runner ever
+    changes under it. Shared, so it has no owner; one per runner version stays in the namespace.
+    """
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": runner_configmap_name(runner), "labels": {crd.LABEL_MANAGED_BY: crd.MANAGED_BY}},
+        "immutable": True,
+        "data": {RUNNER_FILE: runner},
+    }
 
 
 def child_labels(execution_name: str, language: Language) -> dict[str, str]:
@@ -53,10 +77,9 @@ def child_labels(execution_name: str, language: Language) -> dict[str, str]:
     }
 
 
-def build_configmap_for(
-    execution_name: str, *, language: Language, spec: dict, runner: str
-) -> dict:
-    """The ConfigMap mounted read-only into the pod: the runner and its spec (code, stdin, files)."""
+def build_configmap_for(execution_name: str, *, language: Language, spec: dict) -> dict:
+    """The ConfigMap holding the runner's spec (code, stdin, files, test inputs), compressed; only
+    the init container mounts it."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -66,18 +89,17 @@ def build_configmap_for(
         },
         # Immutable: the kubelet need not watch it, and nobody can swap the code under a running pod.
         "immutable": True,
-        "data": {
-            RUNNER_FILE: runner,
-            SPEC_FILE: json.dumps(spec, ensure_ascii=False),
-        },
+        "binaryData": {SPEC_FILE: base64.b64encode(crd.compress(spec)).decode("ascii")},
     }
 
 
-def runner_command(config: OperatorConfig) -> list[str]:
-    """The container's command: the runner, behind its isolation gate unless that is switched off (0)."""
-    return sandbox_runner.runner_command(f"{RUNNER_DIR}/{RUNNER_FILE}", f"{HANDOFF_DIR}/{SPEC_FILE}",
+def runner_command(config: OperatorConfig, *, hand_off_spec: bool) -> list[str]:
+    """The container's command: the runner, behind its isolation gate unless that is switched off (0),
+    reading the spec where it is mounted or, handed off, deleting it once read."""
+    spec_dir = HANDOFF_DIR if hand_off_spec else SPEC_DIR
+    return sandbox_runner.runner_command(f"{RUNNER_DIR}/{RUNNER_FILE}", f"{spec_dir}/{SPEC_FILE}",
                                          isolation_wait_seconds=config.isolation_wait_seconds or None,
-                                         remove_spec=True)
+                                         remove_spec=hand_off_spec)
 
 
 def memory_limit_mb(memory_mb: int, config: OperatorConfig) -> int:
@@ -94,8 +116,11 @@ def build_job_for(
     language: Language,
     limits: EffectiveLimits,
     config: OperatorConfig,
+    runner_configmap: str,
+    hand_off_spec: bool,
 ) -> dict:
-    """The Job running one locked-down pod: the runner as entrypoint, no retries, hard limits."""
+    """The Job running one locked-down pod: the runner as entrypoint, no retries, hard limits.
+    `hand_off_spec` (for test cases): the spec comes through the init container (see SPEC_DIR)."""
     name = crd.child_name(execution_name)
     labels = child_labels(execution_name, language)
     memory_limit = f"{memory_limit_mb(limits.max_memory_mb, config)}Mi"
@@ -132,7 +157,7 @@ def build_job_for(
         "name": CONTAINER_NAME,
         "image": language.image,
         "imagePullPolicy": config.image_pull_policy,
-        "command": runner_command(config),
+        "command": runner_command(config, hand_off_spec=hand_off_spec),
         "workingDir": WORK_DIR,
         # For the isolation gate (the runner gives the program an environment of its own).
         "env": [
@@ -143,7 +168,8 @@ def build_job_for(
         "securityContext": security_context,
         "volumeMounts": [
             {"name": "runner", "mountPath": RUNNER_DIR, "readOnly": True},
-            {"name": "handoff", "mountPath": HANDOFF_DIR},
+            {"name": "handoff", "mountPath": HANDOFF_DIR} if hand_off_spec
+            else {"name": "spec", "mountPath": SPEC_DIR, "readOnly": True},
             {"name": "work", "mountPath": WORK_DIR},
             {"name": "tmp", "mountPath": "/tmp"},
         ],
@@ -167,21 +193,20 @@ def build_job_for(
             "fsGroup": SANDBOX_UID,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "initContainers": [deliver_spec],
         "containers": [container],
         "volumes": [
-            # One ConfigMap, two volumes: the runner for the sandbox, the spec for the init container only.
-            {"name": "runner", "configMap": {"name": name, "defaultMode": 0o444,
-                                             "items": [{"key": RUNNER_FILE, "path": RUNNER_FILE}]}},
-            {"name": "spec", "configMap": {"name": name, "defaultMode": 0o444,
-                                           "items": [{"key": SPEC_FILE, "path": SPEC_FILE}]}},
-            {"name": "handoff", "emptyDir": {"medium": "Memory", "sizeLimit": f"{HANDOFF_SIZE_MB}Mi"}},
+            {"name": "runner", "configMap": {"name": runner_configmap, "defaultMode": 0o444}},
+            {"name": "spec", "configMap": {"name": name, "defaultMode": 0o444}},
+            *([{"name": "handoff", "emptyDir": {"medium": "Memory", "sizeLimit": f"{HANDOFF_SIZE_MB}Mi"}}]
+              if hand_off_spec else []),
             # tmpfs sized by the kubelet from sizeLimit: a write past it fails at once with ENOSPC,
             # instead of filling the node's disk until an eviction notices (see memory_limit_mb).
             {"name": "work", "emptyDir": {"medium": "Memory", "sizeLimit": f"{config.work_dir_size_mb}Mi"}},
             {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": f"{config.tmp_size_mb}Mi"}},
         ],
     }
+    if hand_off_spec:
+        pod_spec["initContainers"] = [deliver_spec]
     if config.runtime_class_name:
         pod_spec["runtimeClassName"] = config.runtime_class_name
     if config.node_selector:

@@ -27,9 +27,11 @@ from sandbox_kube import connect, tolerating
 from sandbox_operator.reconciler import (
     LIST_PAGE_SIZE,
     RESOURCE,
+    InputsMissing,
     api_message,
     conditions,
     finish,
+    full_spec,
     now,
     parse_time,
     patch_status,
@@ -37,6 +39,8 @@ from sandbox_operator.reconciler import (
 )
 
 RECHECK_INTERVAL_SECONDS = 5
+# The API creates an execution's inputs ConfigMap right after the execution: look again this soon.
+INPUTS_RETRY_SECONDS = 0.2
 
 
 class SpecFreeDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
@@ -79,6 +83,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: lo
     settings.posting.level = logging.WARNING
     memo.config = config
     memo.catalogue = load_catalogue(config.languages_file or None)
+    memo.runner_configmap = builders.build_runner_configmap(builders.runner_source())
     memo.api = await connect()
     memo.locks = {}
     memo.active = set()  # the unfinished executions this replica follows
@@ -120,9 +125,17 @@ async def start_execution(
     if status.get("phase"):
         return  # started before a restart; the timer takes it from here
     try:
-        request = crd.request_from_spec(dict(spec), catalogue=memo.catalogue, limits=memo.config.limits)
+        whole_spec = await full_spec(memo, namespace, body)
+        request = crd.request_from_spec(whole_spec, catalogue=memo.catalogue, limits=memo.config.limits)
         runner_spec = build_runner_spec(request, workdir=builders.WORK_DIR, scratch_paths=builders.SCRATCH_PATHS)
-    except InvalidSpecError as error:
+    except InputsMissing as error:
+        age = (now() - (parse_time(body["metadata"].get("creationTimestamp")) or now())).total_seconds()
+        if age < memo.config.setup_deadline_seconds:
+            raise kopf.TemporaryError(f"{error}; waiting for it", delay=INPUTS_RETRY_SECONDS) from None
+        reason = f"{error} after {memo.config.setup_deadline_seconds} s"
+        await finish(memo, namespace, name, None, Result.failure(Phase.ERROR_SETUP, reason), "unknown")
+        return
+    except (InvalidSpecError, crd.InputsError) as error:
         await finish(memo, namespace, name, None, Result.failure(Phase.ERROR_SETUP, str(error)), "unknown")
         return
     language = request.language
@@ -133,10 +146,12 @@ async def start_execution(
             client.NetworkingV1Api(memo.api).create_namespaced_network_policy, namespace,
             builders.build_network_policy(),
         )
-        configmap = builders.build_configmap_for(
-            name, language=language, spec=runner_spec, runner=builders.runner_source()
-        )
-        job = builders.build_job_for(name, language=language, limits=request.limits, config=memo.config)
+        # Shared by the namespace's pods and named by its content: made once, then 409 each time.
+        await _create_ignoring_conflict(core.create_namespaced_config_map, namespace, memo.runner_configmap)
+        configmap = builders.build_configmap_for(name, language=language, spec=runner_spec)
+        job = builders.build_job_for(name, language=language, limits=request.limits, config=memo.config,
+                                     runner_configmap=memo.runner_configmap["metadata"]["name"],
+                                     hand_off_spec=bool(request.tests))
         kopf.adopt([configmap, job], owner=body)
         await _create_ignoring_conflict(core.create_namespaced_config_map, namespace, configmap)
         await _create_ignoring_conflict(batch.create_namespaced_job, namespace, job)

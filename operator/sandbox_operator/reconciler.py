@@ -28,6 +28,28 @@ LIST_PAGE_SIZE = 50
 LOG_LIMIT_BYTES = 4 * 1024 * 1024
 
 
+class InputsMissing(Exception):
+    """The execution names an inputs ConfigMap that does not exist (yet: the API creates it second)."""
+
+
+async def full_spec(memo: kopf.Memo, namespace: str, execution: dict) -> dict:
+    """The execution's spec with the inputs of its inputs ConfigMap, if it has one.
+
+    Raises InputsMissing when that ConfigMap does not exist, crd.InputsError when it cannot be used.
+    """
+    spec = dict(execution.get("spec") or {})
+    name = spec.get("inputsConfigMap")
+    if not name:
+        return spec
+    try:
+        configmap = await client.CoreV1Api(memo.api).read_namespaced_config_map(name, namespace)
+    except client.ApiException as error:
+        if error.status == 404:
+            raise InputsMissing(f"its inputs ConfigMap {name!r} does not exist") from None
+        raise
+    return crd.merge_inputs(execution, memo.api.sanitize_for_serialization(configmap))
+
+
 def now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
@@ -79,7 +101,7 @@ async def _reconcile(memo: kopf.Memo, namespace: str, name: str) -> None:
     found = memo.catalogue.find(spec.get("language", ""))
     language = found.name if found else "unknown"
     if seen.pod_finished:
-        result = await _result_from_pod_log(memo, namespace, seen, limits, spec)
+        result = await _result_from_pod_log(memo, namespace, seen, limits, execution)
         await finish(memo, namespace, name, execution, result, language, pod_name=seen.pod_name)
     elif seen.phase in TERMINAL_PHASES:
         result = Result.failure(seen.phase, seen.reason or seen.phase, oom_killed=seen.oom_killed, limits=limits)
@@ -117,19 +139,20 @@ async def _read_job_and_pod(memo: kopf.Memo, namespace: str, name: str) -> tuple
 
 
 async def _result_from_pod_log(
-    memo: kopf.Memo, namespace: str, seen: outcomes.Observation, limits: EffectiveLimits | None, spec: dict
+    memo: kopf.Memo, namespace: str, seen: outcomes.Observation, limits: EffectiveLimits | None, execution: dict
 ) -> Result:
-    """The runner's result from its result line; the observation's classification when there is none."""
+    """The runner's result from its result line, judged against the spec's test cases; the
+    observation's classification when there is none."""
     try:
         log = await client.CoreV1Api(memo.api).read_namespaced_pod_log(
             seen.pod_name, namespace, container=builders.CONTAINER_NAME, limit_bytes=LOG_LIMIT_BYTES
         )
-        return outcomes.parse_result_line(log, limits, spec)
+        return outcomes.parse_result_line(log, limits, await full_spec(memo, namespace, execution))
     except client.ApiException as error:
         if error.status != 404:
             raise
         detail = "the pod's log is gone"
-    except outcomes.ResultError as error:
+    except (outcomes.ResultError, InputsMissing, crd.InputsError) as error:
         detail = str(error)
     if seen.phase == Phase.ERROR_SETUP:
         return Result.failure(Phase.ERROR_SETUP, f"{seen.reason}: {detail}", limits=limits)

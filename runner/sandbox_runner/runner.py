@@ -24,6 +24,7 @@ import select
 import stat
 import sys
 import time
+import zlib
 
 RESULT_MARKER = "@@sandbox-result@@ "
 DEFAULT_LIMITS = {  # the output caps; result_bytes bounds the whole document (see serialise_within)
@@ -46,6 +47,7 @@ READ_CHUNK = 1 << 16
 MIB = 1 << 20
 
 PR_SET_DUMPABLE = 4
+GZIP_MAGIC = b"\x1f\x8b"
 PR_SET_CHILD_SUBREAPER = 36
 # Signal numbers to names without importing `signal` (which imports enum); aliases left out.
 SIGNAL_NAMES = {
@@ -280,7 +282,8 @@ def parse_arguments(argv: list) -> tuple:
 def load_spec(spec_path: str, remove: bool = False) -> dict:
     """Read, parse and check the spec at spec_path ("-": stdin). With `remove` the file is deleted once
     read, before anything runs: the program must not read what else the spec holds (other test cases'
-    inputs); a spec that cannot be deleted is not run."""
+    inputs); a spec that cannot be deleted is not run. A gzip-compressed spec (how a pod gets it) is
+    decompressed."""
     try:
         if spec_path == "-":
             raw = sys.stdin.buffer.read()
@@ -295,7 +298,11 @@ def load_spec(spec_path: str, remove: bool = False) -> dict:
         except OSError as error:
             raise SpecError(f"cannot remove the spec once read: {error.strerror}: {spec_path}") from None
     try:
+        if raw[:2] == GZIP_MAGIC:
+            raw = zlib.decompress(raw, wbits=31)
         return check_spec(parse_json(raw.decode("utf-8")))
+    except zlib.error as error:
+        raise SpecError(f"spec: not valid gzip data: {error}") from None
     except (UnicodeDecodeError, ValueError) as error:
         raise SpecError(f"spec: not valid UTF-8 JSON: {error}") from None
 

@@ -8,6 +8,8 @@ specifics: 50 concurrent executions, each run exactly once, and the tenant kept 
 from __future__ import annotations
 
 import concurrent.futures
+import random
+import string
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import pytest
 from tests.e2e.kube import KUBECONFIG, events_for, get_json
 from tests.integration.conftest import TENANT, UNTHROTTLED, api, start_api_server  # noqa: F401  (fixtures)
 from tests.integration.test_api_contract import *  # noqa: F401,F403  (the contract tests themselves)
+from tests.integration.test_api_contract import assert_error
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +54,12 @@ def test_fifty_concurrent_executions_all_complete_once(start_api_server, contrac
         # The tenant is recorded as a hash, never in the clear.
         assert TENANT not in str(resource["metadata"]["labels"])
         assert len([e for e in events_for(contract_namespace, execution_id) if e["reason"] == "Completed"]) == 1
+
+
+def test_inputs_that_do_not_compress_into_one_configmap_are_413(api):  # noqa: F811
+    # Random printable text deflates least: 1.3 MB of it is within the API's limit, not a ConfigMap's
+    # (none of the characters that storage escapes, which would count against the API's limit).
+    characters = [char for char in string.printable[:94] if char not in '<>&"\\']
+    stdin = "".join(random.Random(12).choices(characters, k=1_300_000))
+    response = api.post("/api/sandbox/execute", json={"language": "python", "code": "print(1)", "input_data": stdin})
+    assert_error(response, 413, "bytes compressed", "at most 1032192 in one ConfigMap")

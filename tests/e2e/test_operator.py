@@ -7,6 +7,8 @@ namespaces, each enforcing the `restricted` Pod Security Standard (see conftest.
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 
 import pytest
@@ -73,18 +75,54 @@ def test_missing_image_ends_error_setup_within_the_setup_deadline(ns):
         ({"language": "python", "code": "1", "timeoutSeconds": 0}, "timeoutSeconds"),
         ({"language": "python", "code": "1", "maxMemoryMb": 1}, "maxMemoryMb"),
         ({"language": "py thon", "code": "1"}, "spec.language"),
-        ({"language": "python"}, "spec.code: Required value"),
+        ({"language": "python"}, "give either code (and the other inputs) or inputsConfigMap"),
+        ({"language": "python", "code": "1", "inputsConfigMap": "x"}, "give either code (and the other inputs) or inputsConfigMap"),
+        ({"language": "python", "inputsConfigMap": "x", "stdin": "1"}, "with inputsConfigMap, code, stdin"),
         ({"language": "python", "code": "1", "files": [{"name": "../etc/passwd", "content": "x"}]}, "must not contain '..'"),
         ({"language": "python", "code": "1", "files": [{"name": "/abs", "content": "x"}]}, "must be relative"),
         ({"language": "python", "code": "1", "files": [{"name": "a", "content": "x", "encoding": "rot13"}]}, "encoding"),
         ({"language": "python", "code": "1", "shell": True}, "unknown field"),
     ],
-    ids=["timeout", "memory", "language", "no-code", "dotdot", "absolute", "encoding", "unknown-field"],
+    ids=["timeout", "memory", "language", "no-code", "code-and-configmap", "stdin-and-configmap", "dotdot", "absolute",
+         "encoding", "unknown-field"],
 )
 def test_invalid_resources_are_refused_with_a_readable_message(ns, spec, message):
     refused = apply(ns, {**execution_body("bad"), "spec": spec}, check=False)
     assert refused.returncode != 0
     assert message in refused.stderr, refused.stderr
+
+
+def inputs_configmap(name: str, inputs: dict, owner: dict | None = None) -> dict:
+    """A ConfigMap of inputs as a kubectl user writes one: gzip-compressed JSON, owned by `owner`."""
+    metadata = {"name": name}
+    if owner is not None:
+        metadata["ownerReferences"] = [{"apiVersion": "sandbox.dev/v1alpha1", "kind": "SandboxExecution",
+                                        "name": owner["metadata"]["name"], "uid": owner["metadata"]["uid"]}]
+    data = base64.b64encode(gzip.compress(json.dumps(inputs).encode())).decode()
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "binaryData": {"inputs.json.gz": data}}
+
+
+def test_inputs_from_a_configmap_run_only_when_it_is_the_executions_own(ns):
+    by_reference = {"apiVersion": "sandbox.dev/v1alpha1", "kind": "SandboxExecution", "metadata": {"name": "referenced"},
+                    "spec": {"language": "python", "inputsConfigMap": "referenced-inputs"}}
+    apply(ns, by_reference)
+    # Made second, as the API makes it: the operator waits for it.
+    owner = get_json("-n", ns, "sbx/referenced")
+    apply(ns, inputs_configmap("referenced-inputs", {
+        "code": "print(input()[::-1])", "tests": [{"input": "abc", "expectedOutput": "cba"}, {"input": "x", "expectedOutput": "y"}],
+    }, owner))
+    status = wait_finished(ns, "referenced")["status"]
+    assert status["phase"] == "completed", status
+    assert [test["verdict"] for test in status["tests"]] == ["passed", "wrong_answer"]
+    # Someone else's ConfigMap (their secrets, say) is never read into a sandbox.
+    apply(ns, inputs_configmap("not-yours", {"code": "print('leaked')"}),
+          {**by_reference, "metadata": {"name": "borrower"}, "spec": {"language": "python", "inputsConfigMap": "not-yours"}})
+    borrowed = wait_finished(ns, "borrower")["status"]
+    assert borrowed["phase"] == "error_setup" and "is not owned by this SandboxExecution" in borrowed["reason"], borrowed
+    # The inputs go with their execution.
+    kubectl("-n", ns, "delete", "sbx/referenced")
+    wait_until(lambda: kubectl("-n", ns, "get", "configmap", "referenced-inputs", check=False).returncode != 0, 60,
+               "the inputs ConfigMap garbage-collected with its execution")
 
 
 def test_spec_is_immutable(ns):

@@ -8,7 +8,10 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import hashlib
+import json
+import random
 import re
+import string
 import time
 import uuid
 
@@ -372,9 +375,40 @@ def test_oversized_body_is_413(api):
 
 
 def test_a_request_too_large_once_stored_is_413_but_plain_text_of_the_same_length_runs(api):
-    # 200 KiB of '<' fits the body cap, but the API server would store each as \u003c: 1.2 MiB.
-    assert_error(api.post("/api/sandbox/execute", json={"language": "bash", "code": "#" + "<" * 200_000}), 413, "once stored")
-    assert api.execute(language="bash", code="#" + "x" * 200_000 + "\necho fits")["stdout"] == "fits\n"
+    # 250 KB of '<' fits the body cap, but the API server would store each as \u003c: 1.5 MB.
+    assert_error(api.post("/api/sandbox/execute", json={"language": "bash", "code": "#" + "<" * 250_000}), 413,
+                 "once stored", "at most 1310720")
+    assert api.execute(language="bash", code="#" + "x" * 250_000 + "\necho fits")["stdout"] == "fits\n"
+
+
+HASH_STDIN_AND_FILE = """import hashlib, sys
+print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())
+for name in sys.argv[1:]:
+    print(hashlib.sha256(open(name, "rb").read()).hexdigest())
+"""
+
+
+def test_a_mebibyte_of_stdin_and_files_arrives_whole(api):
+    rng = random.Random(10)
+    stdin = "".join(rng.choices(string.ascii_letters, k=650_000))
+    blob = rng.randbytes(300_000)
+    body = {"language": "python", "code": HASH_STDIN_AND_FILE, "input_data": stdin, "args": ["blob.bin"],
+            "files": {"blob.bin": {"content": base64.b64encode(blob).decode(), "encoding": "base64"}}}
+    assert len(json.dumps(body)) > 1024 * 1024
+    result = api.execute(**body)
+    assert result["status"] == "completed", result
+    assert result["stdout"].split() == [hashlib.sha256(stdin.encode()).hexdigest(), hashlib.sha256(blob).hexdigest()]
+
+
+def test_a_mebibyte_of_test_inputs_is_judged_whole(api):
+    rng = random.Random(11)
+    inputs = ["".join(rng.choices(string.ascii_letters, k=265_000)) for _ in range(4)]
+    tests = [{"input": text, "expected_output": hashlib.sha256(text.encode()).hexdigest() + "\n"} for text in inputs]
+    tests[2]["expected_output"] = "not the hash\n"
+    assert len(json.dumps({"tests": tests})) > 1024 * 1024
+    result = api.execute(language="python", code=HASH_STDIN_AND_FILE, tests=tests)
+    assert result["status"] == "completed", result
+    assert [test["verdict"] for test in result["tests"]] == ["passed", "passed", "wrong_answer", "passed"]
 
 
 def test_oversized_chunked_body_is_413(api):

@@ -34,5 +34,5 @@ def test_each_execution_carries_its_spec_size():
     request = resolve_request(catalogue=load_catalogue(), limits=ExecutionLimits(), language="python", code="<" * 100,
                               stdin=None, files=(), requested_limits={"timeout_seconds": 1, "max_memory_mb": 64})
     execution = Execution(id="exec-00000000000000000000", tenant="t", request=request)
-    resource = resource_for(execution, retention_seconds=60)
+    resource, _ = resource_for(execution, retention_seconds=60)
     assert int(resource["metadata"]["annotations"][ANNOTATION_SPEC_BYTES]) == stored_size(resource["spec"]) > 600

@@ -111,11 +111,13 @@ def rules_of(docs: list[dict], kind: str, name: str) -> list[dict]:
     return role["rules"]
 
 
-def test_api_may_touch_only_sandbox_executions_and_its_limit_leases(default_docs):
+def test_api_may_touch_only_sandbox_executions_their_inputs_and_its_limit_leases(default_docs):
     rules = rules_of(default_docs, "Role", "code-sandbox-api")
     assert {(g, r) for rule in rules for g in rule["apiGroups"] for r in rule["resources"]} == {
-        ("sandbox.dev", "sandboxexecutions"), ("coordination.k8s.io", "leases"),
+        ("sandbox.dev", "sandboxexecutions"), ("coordination.k8s.io", "leases"), ("", "configmaps"),
     }
+    # ConfigMaps: only made (large inputs), never read, so no key's inputs are readable through the API.
+    assert [rule["verbs"] for rule in rules if rule["resources"] == ["configmaps"]] == [["create"]]
     (role,) = [d for d in default_docs if d["kind"] == "Role" and d["metadata"]["name"] == "code-sandbox-api"]
     assert role["metadata"]["namespace"] == "sandbox"
     bound = {s["name"] for d in find(default_docs, "ClusterRoleBinding") for s in d["subjects"]}

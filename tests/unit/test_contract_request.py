@@ -9,7 +9,7 @@ import re
 import pytest
 
 from sandbox_contract.catalogue import load_catalogue
-from sandbox_contract.crd import STATUS_BUDGET_BYTES
+from sandbox_contract.crd import MAX_INLINE_INPUT_BYTES, STATUS_BUDGET_BYTES
 from sandbox_contract.request import (
     BASE64_PATTERN,
     INPUT_PATH_PATTERN,
@@ -134,11 +134,9 @@ def test_spec_document_follows_the_runner_protocol():
     assert "limits" not in spec  # the output caps are the runner's own
 
 
-def test_a_request_and_its_result_fit_in_one_kubernetes_object():
-    from sandbox_api.config import Settings
-
-    # etcd refuses requests over ~1.5 MiB; the custom resource carries the request and the result.
-    assert Settings().max_body_bytes + OUTPUT_LIMITS["result_bytes"] < 1.5 * 1024 * 1024 - 64 * 1024
+def test_inline_inputs_and_the_result_fit_in_one_kubernetes_object():
+    # etcd refuses requests over ~1.5 MiB; the custom resource carries inline inputs and the result.
+    assert MAX_INLINE_INPUT_BYTES + OUTPUT_LIMITS["result_bytes"] < 1.5 * 1024 * 1024 - 64 * 1024
     assert OUTPUT_LIMITS["result_bytes"] <= STATUS_BUDGET_BYTES
 
 

@@ -20,7 +20,8 @@ EXECUTION = Execution(id="exec-0123456789abcdef0123", tenant="tenant-a", request
 
 
 def test_resource_carries_the_request_and_a_hashed_tenant():
-    resource = resource_for(EXECUTION, retention_seconds=600)
+    resource, inputs = resource_for(EXECUTION, retention_seconds=600)
+    assert inputs is None  # small inputs stay in the resource
     assert resource["apiVersion"] == "sandbox.dev/v1alpha1" and resource["kind"] == "SandboxExecution"
     assert resource["metadata"]["name"] == EXECUTION.id
     tenant_label = resource["metadata"]["labels"][crd.LABEL_TENANT]
@@ -33,13 +34,30 @@ def test_resource_carries_the_request_and_a_hashed_tenant():
     }
 
 
+def test_large_inputs_go_into_a_configmap_owned_by_the_execution():
+    big = "x" * (crd.MAX_INLINE_INPUT_BYTES + 1)
+    execution = Execution(id=EXECUTION.id, tenant="tenant-a", request=dataclasses.replace(REQUEST, stdin=big))
+    resource, inputs = resource_for(execution, retention_seconds=1)
+    assert resource["spec"]["inputsConfigMap"] == "sbx-inputs-" + EXECUTION.id
+    assert not set(resource["spec"]) & set(crd.INPUT_FIELDS)
+    assert inputs == {"code": "print(input())", "stdin": big,
+                      "files": [{"name": "d/in.bin", "content": "AAE=", "encoding": "base64"}]}
+    # The tenant is charged for the inputs too, wherever they are stored.
+    assert int(resource["metadata"]["annotations"]["sandbox.dev/spec-bytes"]) > len(big)
+    created = {**resource, "metadata": {**resource["metadata"], "uid": "uid-1"}}
+    configmap = crd.inputs_configmap(created, inputs)
+    assert configmap["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    assert len(configmap["binaryData"]["inputs.json.gz"]) < 10_000  # compressed
+    assert crd.merge_inputs(created, configmap) == crd.execution_spec(execution.request, retention_seconds=1)
+
+
 def test_no_stdin_leaves_the_field_out():
     execution = Execution(id=EXECUTION.id, tenant="tenant-a", request=dataclasses.replace(REQUEST, stdin=None))
-    assert "stdin" not in resource_for(execution, retention_seconds=1)["spec"]
+    assert "stdin" not in resource_for(execution, retention_seconds=1)[0]["spec"]
 
 
 def test_a_new_resource_reads_as_pending():
-    result = result_from_resource(resource_for(EXECUTION, retention_seconds=1))
+    result = result_from_resource(resource_for(EXECUTION, retention_seconds=1)[0])
     assert (result.status, result.execution_id, result.language) == ("pending", EXECUTION.id, "python")
 
 
@@ -52,7 +70,7 @@ def test_status_round_trips_the_runner_result_into_the_api_model():
     }
     limits = EffectiveLimits(timeout_seconds=5, max_memory_mb=128)
     status = Result.from_runner(document, limits).to_status()
-    resource = {**resource_for(EXECUTION, retention_seconds=1), "status": status}
+    resource = {**resource_for(EXECUTION, retention_seconds=1)[0], "status": status}
     result = result_from_resource(resource)
     assert result.limits.model_dump() == {"timeout_seconds": 5, "max_memory_mb": 128, "cpu_time_seconds": None,
                                           "max_file_size_mb": 64, "compile_timeout_seconds": None, "deadline_seconds": 5}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 
 import pytest
@@ -15,6 +17,8 @@ from sandbox_operator.builders import (
     build_configmap_for,
     build_job_for,
     build_network_policy,
+    build_runner_configmap,
+    runner_configmap_name,
     runner_source,
 )
 from sandbox_operator.config import OperatorConfig
@@ -22,11 +26,13 @@ from sandbox_operator.config import OperatorConfig
 NAME = "exec-0123456789abcdef0123"
 CATALOGUE = load_catalogue()
 PYTHON = CATALOGUE.find("python")
+RUNNER_CONFIGMAP = runner_configmap_name(runner_source())
 
 
-def job(config: OperatorConfig = OperatorConfig(), timeout: int = 5, memory: int = 128) -> dict:
+def job(config: OperatorConfig = OperatorConfig(), timeout: int = 5, memory: int = 128, *, tests: bool = False) -> dict:
     limits = EffectiveLimits(timeout_seconds=timeout, max_memory_mb=memory)
-    return build_job_for(NAME, language=PYTHON, limits=limits, config=config)
+    return build_job_for(NAME, language=PYTHON, limits=limits, config=config, runner_configmap=RUNNER_CONFIGMAP,
+                         hand_off_spec=tests)
 
 
 def runner_spec(spec: dict) -> dict:
@@ -38,7 +44,7 @@ def runner_spec(spec: dict) -> dict:
 def test_children_have_deterministic_names_and_labels():
     built = job()
     spec = runner_spec({"language": "python", "code": "print(1)"})
-    configmap = build_configmap_for(NAME, language=PYTHON, spec=spec, runner="# runner")
+    configmap = build_configmap_for(NAME, language=PYTHON, spec=spec)
     assert built["metadata"]["name"] == configmap["metadata"]["name"] == "sbx-" + NAME
     assert built == job(), "the same execution must always give the same Job"
     for labels in (built["metadata"]["labels"], configmap["metadata"]["labels"]):
@@ -48,17 +54,24 @@ def test_children_have_deterministic_names_and_labels():
     assert built["spec"]["template"]["metadata"]["labels"][crd.LABEL_SANDBOX] == "true"
 
 
-def test_configmap_carries_runner_and_spec_immutably():
+def test_configmap_carries_the_spec_compressed_and_immutably():
     spec = runner_spec({"language": "python", "code": "print(input())", "stdin": "hi",
                         "files": [{"name": "data/in.txt", "content": "x"}]})
-    configmap = build_configmap_for(NAME, language=PYTHON, spec=spec, runner=runner_source())
+    configmap = build_configmap_for(NAME, language=PYTHON, spec=spec)
     assert configmap["immutable"] is True
-    assert "@@sandbox-result@@" in configmap["data"]["runner.py"]
-    assert set(configmap["data"]) == {"runner.py", "spec.json"}  # the isolation gate is the runner's own
-    document = json.loads(configmap["data"]["spec.json"])
+    assert set(configmap["binaryData"]) == {"spec.json.gz"} and "data" not in configmap
+    document = json.loads(gzip.decompress(base64.b64decode(configmap["binaryData"]["spec.json.gz"])))
     assert document["workdir"] == WORK_DIR
     assert document["stdin"] == "hi"
     assert [f["path"] for f in document["files"]] == ["main.py", "data/in.txt"]
+
+
+def test_the_runner_has_one_configmap_per_version_named_by_its_content():
+    runner = build_runner_configmap(runner_source())
+    assert runner["immutable"] is True and "ownerReferences" not in runner["metadata"]
+    assert "@@sandbox-result@@" in runner["data"]["runner.py"]  # the isolation gate is the runner's own
+    assert runner["metadata"]["name"] == RUNNER_CONFIGMAP
+    assert runner_configmap_name(runner_source() + "\n") != RUNNER_CONFIGMAP
 
 
 def test_job_never_retries_and_has_a_deadline():
@@ -75,29 +88,29 @@ def test_pod_runs_the_runner_from_the_configmap_as_uid_65532():
     assert container["image"] == PYTHON.image
     assert container["imagePullPolicy"] == "IfNotPresent"
     assert container["command"] == ["python3", "-I", "-S", "/sandbox/runner/runner.py", "--isolation-wait", "30",
-                                    "--remove-spec", "/sandbox/handoff/spec.json"]
+                                    "/sandbox/spec/spec.json.gz"]
     ungated = job(OperatorConfig(isolation_wait_seconds=0))["spec"]["template"]["spec"]["containers"][0]
-    assert ungated["command"] == ["python3", "-I", "-S", "/sandbox/runner/runner.py", "--remove-spec",
-                                  "/sandbox/handoff/spec.json"]
+    assert ungated["command"] == ["python3", "-I", "-S", "/sandbox/runner/runner.py", "/sandbox/spec/spec.json.gz"]
     assert pod["securityContext"]["runAsUser"] == container["securityContext"]["runAsUser"] == 65532
     assert pod["securityContext"]["runAsGroup"] == 65532
     runner_volume = next(v for v in pod["volumes"] if v["name"] == "runner")
-    assert runner_volume["configMap"]["name"] == "sbx-" + NAME
+    assert runner_volume["configMap"]["name"] == RUNNER_CONFIGMAP
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
-    assert mounts["/sandbox/runner"]["readOnly"] is True
-    assert set(mounts) == {"/sandbox/runner", "/sandbox/handoff", WORK_DIR, "/tmp"}
-    assert runner_volume["configMap"]["items"] == [{"key": "runner.py", "path": "runner.py"}]
+    assert mounts["/sandbox/runner"]["readOnly"] is True and mounts["/sandbox/spec"]["readOnly"] is True
+    assert set(mounts) == {"/sandbox/runner", "/sandbox/spec", WORK_DIR, "/tmp"}
+    assert "initContainers" not in pod  # without test cases the spec holds only what the program is given
 
 
-def test_only_the_init_container_mounts_the_spec_and_hands_it_over():
-    pod = job()["spec"]["template"]["spec"]
+def test_with_test_cases_only_the_init_container_mounts_the_spec_and_hands_it_over():
+    pod = job(tests=True)["spec"]["template"]["spec"]
     (deliver,) = pod["initContainers"]
-    assert deliver["command"] == ["cp", "/sandbox/spec/spec.json", "/sandbox/handoff/spec.json"]
+    assert deliver["command"] == ["cp", "/sandbox/spec/spec.json.gz", "/sandbox/handoff/spec.json.gz"]
     assert deliver["securityContext"] == pod["containers"][0]["securityContext"]
     spec_volume = next(v for v in pod["volumes"] if v["name"] == "spec")
-    assert spec_volume["configMap"]["items"] == [{"key": "spec.json", "path": "spec.json"}]
+    assert spec_volume["configMap"]["name"] == "sbx-" + NAME
     assert [m["name"] for m in deliver["volumeMounts"]] == ["spec", "handoff"]
     assert "spec" not in [m["name"] for m in pod["containers"][0]["volumeMounts"]]
+    assert pod["containers"][0]["command"][-2:] == ["--remove-spec", "/sandbox/handoff/spec.json.gz"]
 
 
 def test_pod_hardening_items():

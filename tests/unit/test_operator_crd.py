@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import gzip
 from pathlib import Path
 
+import pytest
 import yaml
 
 from sandbox_contract import crd
@@ -61,8 +64,10 @@ def test_the_status_schema_has_every_result_field():
 
 def test_spec_is_validated_and_immutable():
     spec = SCHEMA["properties"]["spec"]
-    assert spec["required"] == ["language", "code"]
-    assert spec["x-kubernetes-validations"][0]["rule"] == "self == oldSelf"
+    assert spec["required"] == ["language"]
+    rules = [validation["rule"] for validation in spec["x-kubernetes-validations"]]
+    assert rules[:2] == ["self == oldSelf", "has(self.code) != has(self.inputsConfigMap)"]
+    assert all(f"has(self.{field})" in rules[2] for field in crd.INPUT_FIELDS if field != "code")
     assert spec["properties"]["ttlSecondsAfterFinished"]["default"] == 3600
     name = spec["properties"]["files"]["items"]["properties"]["name"]
     assert len(name["x-kubernetes-validations"]) == 3
@@ -95,3 +100,33 @@ def test_operator_config_errors_name_the_variable():
             assert next(iter(env)) in str(error)
         else:
             raise AssertionError(f"{env} was accepted")
+
+
+def _execution_with_inputs(inputs: dict, uid: str = "uid-1") -> tuple[dict, dict]:
+    spec, taken = crd.split_inputs({"language": "python", **inputs, "timeoutSeconds": 5}, "exec-1")
+    execution = {"metadata": {"name": "exec-1", "uid": uid}, "spec": spec}
+    return execution, crd.inputs_configmap(execution, taken)
+
+
+def test_inputs_come_back_from_their_configmap_only_for_its_owner():
+    execution, configmap = _execution_with_inputs({"code": "print(1)", "stdin": "<&>" * 1000})
+    assert crd.merge_inputs(execution, configmap) == {"language": "python", "code": "print(1)", "stdin": "<&>" * 1000,
+                                                      "timeoutSeconds": 5}
+    # A spec naming a ConfigMap someone else made (say, holding their secrets) is refused.
+    stranger = {**execution, "metadata": {"name": "exec-1", "uid": "uid-2"}}
+    with pytest.raises(crd.InputsError, match="not owned by this SandboxExecution"):
+        crd.merge_inputs(stranger, configmap)
+    with pytest.raises(crd.InputsError, match="no binaryData key 'inputs.json.gz'"):
+        crd.merge_inputs(execution, {**configmap, "binaryData": {}})
+
+
+def test_inputs_refuse_bombs_and_strangers_fields():
+    execution, configmap = _execution_with_inputs({"code": ""})
+    bomb = base64.b64encode(gzip.compress(b"[" + b" " * (3 * crd.MAX_INPUT_BYTES) + b"]")).decode()
+    assert len(bomb) < 20_000
+    for data, message in ((bomb, "more than"), (base64.b64encode(b"not gzip").decode(), "not gzip"),
+                          (base64.b64encode(gzip.compress(b"[1]")).decode(), "must be an object"),
+                          (base64.b64encode(gzip.compress(b'{"image": "x"}')).decode(), "must be an object"),
+                          (base64.b64encode(gzip.compress(b"{")[:-4]).decode(), "cut short|not UTF-8 JSON")):
+        with pytest.raises(crd.InputsError, match=message):
+            crd.merge_inputs(execution, {**configmap, "binaryData": {crd.INPUTS_KEY: data}})

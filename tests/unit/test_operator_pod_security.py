@@ -73,15 +73,17 @@ def restricted_violations(pod_spec: dict) -> list[str]:
     return problems
 
 
-def sandbox_pod_spec(config: OperatorConfig = OperatorConfig()) -> dict:
+def sandbox_pod_spec(config: OperatorConfig = OperatorConfig(), *, hand_off_spec: bool = True) -> dict:
     python = load_catalogue().find("python")
     limits = EffectiveLimits(timeout_seconds=5, max_memory_mb=128)
-    job = build_job_for("exec-0123456789abcdef0123", language=python, limits=limits, config=config)
+    job = build_job_for("exec-0123456789abcdef0123", language=python, limits=limits, config=config,
+                        runner_configmap="sandbox-runner-0123456789abcdef", hand_off_spec=hand_off_spec)
     return job["spec"]["template"]["spec"]
 
 
-def test_sandbox_pod_passes_restricted():
-    assert restricted_violations(sandbox_pod_spec()) == []
+@pytest.mark.parametrize("hand_off_spec", [True, False], ids=["with-tests", "without-tests"])
+def test_sandbox_pod_passes_restricted(hand_off_spec):
+    assert restricted_violations(sandbox_pod_spec(hand_off_spec=hand_off_spec)) == []
 
 
 def test_sandbox_pod_with_runtime_class_and_placement_still_passes():

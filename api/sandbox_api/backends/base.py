@@ -20,6 +20,10 @@ class BackendError(Exception):
     """The backend cannot take or run work right now (answered 503); the message says why."""
 
 
+class InputTooLarge(BackendError):
+    """The backend cannot store this request's inputs (answered 413); the message says the limit."""
+
+
 def new_execution_id() -> str:
     """`exec-` and 20 lowercase hex characters: also a valid Kubernetes object name."""
     return "exec-" + secrets.token_hex(10)

@@ -14,7 +14,7 @@ from collections import defaultdict
 
 from kubernetes.aio import client, watch
 
-from sandbox_api.backends.base import Backend, BackendError, Execution
+from sandbox_api.backends.base import Backend, BackendError, Execution, InputTooLarge
 from sandbox_api.config import Settings
 from sandbox_api.limits import Limits
 from sandbox_api.models import EXECUTION_ID_PATTERN, ExecutionResult, LanguageInfo
@@ -33,10 +33,15 @@ WATCH_SECONDS = 240
 RETRY_DELAY_SECONDS = 1.0
 
 
-def resource_for(execution: Execution, *, retention_seconds: int) -> dict:
-    """The SandboxExecution for a validated request; its name is the execution id."""
+def resource_for(execution: Execution, *, retention_seconds: int) -> tuple[dict, dict | None]:
+    """The SandboxExecution for a validated request (its name is the execution id), and the inputs
+    that go into a ConfigMap of their own when they are too large to sit in it (else None)."""
     spec = crd.execution_spec(execution.request, retention_seconds=retention_seconds)
-    return {
+    stored = crd.stored_size(spec)
+    inputs = None
+    if crd.stored_request_size(execution.request) > crd.MAX_INLINE_INPUT_BYTES:
+        spec, inputs = crd.split_inputs(spec, execution.id)
+    resource = {
         "apiVersion": crd.API_VERSION,
         "kind": crd.KIND,
         "metadata": {
@@ -45,11 +50,12 @@ def resource_for(execution: Execution, *, retention_seconds: int) -> dict:
                 crd.LABEL_TENANT: crd.tenant_label_value(execution.tenant),
                 CREATED_BY_LABEL: CREATED_BY,
             },
-            # Counted against the tenant's retained bytes (sandbox_api.shared_limits).
-            "annotations": {ANNOTATION_SPEC_BYTES: str(crd.stored_size(spec))},
+            # Counted against the tenant's retained bytes (sandbox_api.shared_limits), inputs included.
+            "annotations": {ANNOTATION_SPEC_BYTES: str(stored)},
         },
         "spec": spec,
     }
+    return resource, inputs
 
 
 def result_from_resource(resource: dict) -> ExecutionResult:
@@ -89,15 +95,40 @@ class KubernetesBackend(Backend):
             await self._api.close()
 
     async def submit(self, execution: Execution) -> None:
-        body = resource_for(execution, retention_seconds=self.retention_seconds)
+        """Create the SandboxExecution, then its inputs ConfigMap when it has one: owned by the
+        execution, so it needs the execution's uid. The operator waits for it (within the setup
+        deadline); should its creation fail, the execution is deleted again."""
+        body, inputs = resource_for(execution, retention_seconds=self.retention_seconds)
+        configmap_size = 0
+        if inputs is not None:
+            configmap_size = len(crd.compress(inputs))
+            if configmap_size > crd.CONFIGMAP_DATA_BYTES:
+                raise InputTooLarge(f"the inputs take {configmap_size} bytes compressed; the cluster stores at most "
+                                    f"{crd.CONFIGMAP_DATA_BYTES} in one ConfigMap")
+        created = None
         try:
-            await self._objects.create_namespaced_custom_object(
+            created = await self._objects.create_namespaced_custom_object(
                 crd.GROUP, crd.VERSION, self.namespace, crd.PLURAL, body
             )
-        except client.ApiException as error:
+            if inputs is not None:
+                await client.CoreV1Api(self._api).create_namespaced_config_map(
+                    self.namespace, crd.inputs_configmap(created, inputs)
+                )
+        except (client.ApiException, OSError) as error:
+            if created is not None:
+                await self._delete_quietly(execution.id)
+            if isinstance(error, OSError):
+                raise BackendError(f"the cluster is unreachable: {error}") from None
             raise BackendError(f"the cluster refused the execution ({error.status} {error.reason})") from None
-        except OSError as error:
-            raise BackendError(f"the cluster is unreachable: {error}") from None
+
+    async def _delete_quietly(self, execution_id: str) -> None:
+        """Delete a half-made execution; if even that fails, the operator fails it at its setup deadline."""
+        try:
+            await self._objects.delete_namespaced_custom_object(
+                crd.GROUP, crd.VERSION, self.namespace, crd.PLURAL, execution_id
+            )
+        except (client.ApiException, OSError) as error:
+            log.warning("could not delete the half-made execution %s: %s", execution_id, error)
 
     async def _read(self, execution_id: str, tenant: str) -> dict | None:
         """The resource when it exists and belongs to `tenant`; None otherwise."""
