@@ -166,7 +166,7 @@ def test_chunked_413_keeps_the_connection_too(connect):
     connection.send(connection.request_head("POST", "/api/sandbox/execute", key=connection.key,
                                             Content_Type="application/json", Transfer_Encoding="chunked"))
     chunk = b"x" * 65536
-    for _ in range(16):  # 1 MiB in all: over the cap, within what is read and dropped
+    for _ in range(40):  # 2.5 MiB in all: over the 2 MiB cap, within the 4 MiB read and dropped
         connection.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
     connection.send(b"0\r\n\r\n")
     status, _, answer = connection.response()
