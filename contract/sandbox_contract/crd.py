@@ -159,9 +159,9 @@ def split_inputs(spec: dict, execution_name: str) -> tuple[dict, dict]:
     return {**rest, "inputsConfigMap": inputs_name(execution_name)}, inputs
 
 
-def inputs_configmap(execution: dict, inputs: dict) -> dict:
-    """The ConfigMap holding an execution's inputs, owned by it: deleted with it, and only ever read
-    for it (merge_inputs checks the owner, so no spec can name someone else's ConfigMap)."""
+def inputs_configmap(execution: dict, compressed: bytes) -> dict:
+    """The ConfigMap holding an execution's inputs (`compress`ed), owned by it: deleted with it, and
+    only ever read for it (merge_inputs checks the owner, so no spec can name someone else's ConfigMap)."""
     metadata = execution["metadata"]
     owner = {"apiVersion": API_VERSION, "kind": KIND, "name": metadata["name"], "uid": metadata["uid"],
              "blockOwnerDeletion": False}
@@ -171,7 +171,7 @@ def inputs_configmap(execution: dict, inputs: dict) -> dict:
         "metadata": {"name": execution["spec"]["inputsConfigMap"], "ownerReferences": [owner],
                      "labels": {LABEL_MANAGED_BY: MANAGED_BY, LABEL_EXECUTION: metadata["name"]}},
         "immutable": True,
-        "binaryData": {INPUTS_KEY: base64.b64encode(compress(inputs)).decode("ascii")},
+        "binaryData": {INPUTS_KEY: base64.b64encode(compressed).decode("ascii")},
     }
 
 

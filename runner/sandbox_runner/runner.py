@@ -45,9 +45,9 @@ MAX_SCANNED_ENTRIES = 100_000  # output collection stops here, so a million file
 MAX_DEPTH = 64  # output collection does not descend deeper (one open fd per level)
 READ_CHUNK = 1 << 16
 MIB = 1 << 20
+GZIP_MAGIC = b"\x1f\x8b"  # how a pod's spec starts (compressed to fit its ConfigMap)
 
 PR_SET_DUMPABLE = 4
-GZIP_MAGIC = b"\x1f\x8b"
 PR_SET_CHILD_SUBREAPER = 36
 # Signal numbers to names without importing `signal` (which imports enum); aliases left out.
 SIGNAL_NAMES = {

@@ -45,7 +45,7 @@ def test_large_inputs_go_into_a_configmap_owned_by_the_execution():
     # The tenant is charged for the inputs too, wherever they are stored.
     assert int(resource["metadata"]["annotations"]["sandbox.dev/spec-bytes"]) > len(big)
     created = {**resource, "metadata": {**resource["metadata"], "uid": "uid-1"}}
-    configmap = crd.inputs_configmap(created, inputs)
+    configmap = crd.inputs_configmap(created, crd.compress(inputs))
     assert configmap["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
     assert len(configmap["binaryData"]["inputs.json.gz"]) < 10_000  # compressed
     assert crd.merge_inputs(created, configmap) == crd.execution_spec(execution.request, retention_seconds=1)

@@ -105,7 +105,7 @@ def test_operator_config_errors_name_the_variable():
 def _execution_with_inputs(inputs: dict, uid: str = "uid-1") -> tuple[dict, dict]:
     spec, taken = crd.split_inputs({"language": "python", **inputs, "timeoutSeconds": 5}, "exec-1")
     execution = {"metadata": {"name": "exec-1", "uid": uid}, "spec": spec}
-    return execution, crd.inputs_configmap(execution, taken)
+    return execution, crd.inputs_configmap(execution, crd.compress(taken))
 
 
 def test_inputs_come_back_from_their_configmap_only_for_its_owner():

@@ -99,20 +99,18 @@ class KubernetesBackend(Backend):
         execution, so it needs the execution's uid. The operator waits for it (within the setup
         deadline); should its creation fail, the execution is deleted again."""
         body, inputs = resource_for(execution, retention_seconds=self.retention_seconds)
-        configmap_size = 0
-        if inputs is not None:
-            configmap_size = len(crd.compress(inputs))
-            if configmap_size > crd.CONFIGMAP_DATA_BYTES:
-                raise InputTooLarge(f"the inputs take {configmap_size} bytes compressed; the cluster stores at most "
-                                    f"{crd.CONFIGMAP_DATA_BYTES} in one ConfigMap")
+        compressed = crd.compress(inputs) if inputs is not None else None
+        if compressed is not None and len(compressed) > crd.CONFIGMAP_DATA_BYTES:
+            raise InputTooLarge(f"the inputs take {len(compressed)} bytes compressed; the cluster stores at most "
+                                f"{crd.CONFIGMAP_DATA_BYTES} in one ConfigMap")
         created = None
         try:
             created = await self._objects.create_namespaced_custom_object(
                 crd.GROUP, crd.VERSION, self.namespace, crd.PLURAL, body
             )
-            if inputs is not None:
+            if compressed is not None:
                 await client.CoreV1Api(self._api).create_namespaced_config_map(
-                    self.namespace, crd.inputs_configmap(created, inputs)
+                    self.namespace, crd.inputs_configmap(created, compressed)
                 )
         except (client.ApiException, OSError) as error:
             if created is not None:
