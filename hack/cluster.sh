@@ -148,6 +148,21 @@ print_usage_hint() {
   printf 'export KUBECONFIG=%s\nexport PATH=%s:$PATH\n' "$ADMIN_KUBECONFIG" "$SANDBOX_CLUSTER_DIR/bin"
 }
 
+# The Go builds (niced, CPU-bound) and the image builds (mostly downloads and dpkg) at once: on a new
+# machine this overlaps most of the images' time with Kubernetes' compile. Either failing fails both.
+build_binaries_and_images() {
+  local images status=0
+  "$HACK_DIR/images.sh" tarballs >/dev/null &
+  images=$!
+  "$HACK_DIR/build.sh" all || status=$?
+  if [ "$status" -ne 0 ]; then
+    kill -TERM "$images" 2>/dev/null || true
+    wait "$images" 2>/dev/null || true
+    return "$status"
+  fi
+  wait "$images"
+}
+
 cluster_healthy() {
   all_components_running && [ -x "$KUBECTL" ] && kubectl_admin get --raw /readyz >/dev/null 2>&1
 }
@@ -162,8 +177,7 @@ up() {
   # Whatever a previous run left (a crash, a killed session, some components still up) goes first.
   phase "clean up what a previous run left" down || log "    continuing despite the leftovers above"
   phase "host packages and kernel settings" prepare_host
-  phase "binaries (cached in $SANDBOX_CACHE/bin)" "$HACK_DIR/build.sh" all
-  phase "images (cached in $SANDBOX_CACHE/images)" "$HACK_DIR/images.sh" tarballs >/dev/null
+  phase "binaries and images, side by side (cached in $SANDBOX_CACHE/bin and /images)" build_binaries_and_images
   phase "certificates and configuration" eval 'write_certificates; write_containerd_config; write_component_configs'
   phase "control-plane network namespace" create_control_plane_network
   phase "control plane (etcd, apiserver, controller-manager, scheduler)" start_control_plane

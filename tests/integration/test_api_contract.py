@@ -580,7 +580,13 @@ def negative_data_rejection_as_far_as_stated(languages: set[str]):
     return negative_data_rejection_as_far_as_stated
 
 
-def test_fuzzing_from_the_openapi_document_finds_nothing(api):
+@pytest.fixture
+def fuzzing_examples() -> int:
+    """Examples per operation in the fuzzing phase: schemathesis' own default."""
+    return 100
+
+
+def test_fuzzing_from_the_openapi_document_finds_nothing(api, fuzzing_examples):
     """`schemathesis run --checks all` with a key: every phase, valid and invalid data, every check
     (two of them narrowed to what JSON Schema can state, above)."""
     # The engine `schemathesis run` drives, not schemathesis.pytest.from_fixture: under pytest 9 that
@@ -590,7 +596,7 @@ def test_fuzzing_from_the_openapi_document_finds_nothing(api):
     narrowed = [positive_data_acceptance_as_far_as_stated, negative_data_rejection_as_far_as_stated(languages)]
     config = schemathesis.Config.from_dict({
         "headers": {"Authorization": api.headers["Authorization"]},
-        "generation": {"mode": "all", "database": "none"},
+        "generation": {"mode": "all", "database": "none", "max-examples": fuzzing_examples},
         "checks": {
             "enabled": True,
             positive_data_acceptance.__name__: {"enabled": False},
