@@ -30,7 +30,7 @@ run: install  ## serve the API on $(HOST):$(PORT) with the local backend (prints
 
 test: install $(SCAN_VENV)/.installed  ## every tier: unit, integration (local sandbox), e2e (real cluster, brought up if needed)
 	hack/build.sh helm  # the chart's unit tests render with it (cached after the first build)
-	$(PY) -m pytest -ra tests/unit tests/integration tests/e2e
+	$(PY) -m pytest -ra --durations=30 tests/unit tests/integration tests/e2e
 
 test-unit: install
 	$(PY) -m pytest -ra tests/unit
