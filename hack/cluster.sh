@@ -148,19 +148,16 @@ print_usage_hint() {
   printf 'export KUBECONFIG=%s\nexport PATH=%s:$PATH\n' "$ADMIN_KUBECONFIG" "$SANDBOX_CLUSTER_DIR/bin"
 }
 
-# The Go builds (niced, CPU-bound) and the image builds (mostly downloads and dpkg) at once: on a new
-# machine this overlaps most of the images' time with Kubernetes' compile. Either failing fails both.
+# The Go builds and the image builds at once (both niced). Either failing fails both; an interrupt or a
+# failed Go build stops the image builds too (a script's background job ignores SIGINT).
 build_binaries_and_images() {
-  local images status=0
+  local images
   "$HACK_DIR/images.sh" tarballs >/dev/null &
   images=$!
-  "$HACK_DIR/build.sh" all || status=$?
-  if [ "$status" -ne 0 ]; then
-    kill -TERM "$images" 2>/dev/null || true
-    wait "$images" 2>/dev/null || true
-    return "$status"
-  fi
+  trap "kill -TERM $images 2>/dev/null || true; wait $images 2>/dev/null || true" EXIT
+  "$HACK_DIR/build.sh" all
   wait "$images"
+  trap - EXIT
 }
 
 cluster_healthy() {
@@ -177,7 +174,7 @@ up() {
   # Whatever a previous run left (a crash, a killed session, some components still up) goes first.
   phase "clean up what a previous run left" down || log "    continuing despite the leftovers above"
   phase "host packages and kernel settings" prepare_host
-  phase "binaries and images, side by side (cached in $SANDBOX_CACHE/bin and /images)" build_binaries_and_images
+  phase "binaries and images, side by side (cached in $SANDBOX_CACHE/bin and $SANDBOX_CACHE/images)" build_binaries_and_images
   phase "certificates and configuration" eval 'write_certificates; write_containerd_config; write_component_configs'
   phase "control-plane network namespace" create_control_plane_network
   phase "control plane (etcd, apiserver, controller-manager, scheduler)" start_control_plane
